@@ -1,0 +1,119 @@
+# llmd: gateway module, workers and tests.
+#
+#   make            build the module (against Debian's nginx-dev) and workers
+#   make test       every test suite (C units under ASan/UBSan, t/ with
+#                   Debian's nginx, t/ again with an ASan+UBSan nginx, workers)
+#   make demo       Redis + sim workers + nginx with the module + requests
+#   make bench      gateway overhead benchmark
+
+SHELL        := /bin/bash
+TOP          := $(abspath .)
+BUILD        := $(TOP)/build
+NGX_SRC      := /usr/share/nginx/src
+NGX_VERSION  := $(shell dpkg-query -W -f '$${Version}' nginx 2>/dev/null)
+# the source package of the same upstream version; pinned because the
+# security archive does not always carry the newest .dsc
+NGX_DEB_SRC  ?= nginx=1.22.1-9+deb12u9
+
+CC           ?= cc
+CFLAGS_COMMON = -std=gnu11 -Wall -Wextra -Werror -O2 -g
+SANITIZE      = -fsanitize=address,undefined -fno-omit-frame-pointer
+COMMON_SRCS   = common/llmd_prefix.c common/llmd_request.c
+COMMON_HDRS   = common/llmd_prefix.h common/llmd_request.h
+MODULE_SRCS   = $(wildcard ngx_llmd_module/*.c ngx_llmd_module/*.h) \
+                $(COMMON_SRCS) $(COMMON_HDRS)
+MODULE_SO     = $(BUILD)/ngx/ngx_llmd_module.so
+ASAN_NGINX    = $(BUILD)/asan/objs/nginx
+HAVE_WORKERS  = $(wildcard workers/Makefile)
+
+.PHONY: all module workers test test-common test-module test-asan \
+        test-workers asan demo bench clean
+
+all: module workers
+
+module: $(MODULE_SO)
+
+# Debian's recipe for its libnginx-mod-* packages: configure with the exact
+# flags of the packaged binary so the module's signature matches it.
+$(BUILD)/ngx/Makefile: config
+	@mkdir -p $(BUILD)
+	cd $(NGX_SRC) && . ./conf_flags && ./configure \
+	    --with-cc-opt="$$(dpkg-buildflags --get CFLAGS) -fPIC $$(dpkg-buildflags --get CPPFLAGS)" \
+	    --with-ld-opt="$$(dpkg-buildflags --get LDFLAGS) -fPIC" \
+	    "$${NGX_CONF_FLAGS[@]}" \
+	    --add-dynamic-module=$(TOP) --builddir=$(BUILD)/ngx \
+	    > $(BUILD)/ngx-configure.log 2>&1 \
+	  || { tail -30 $(BUILD)/ngx-configure.log; exit 1; }
+
+$(MODULE_SO): $(BUILD)/ngx/Makefile $(MODULE_SRCS)
+	$(MAKE) -s -f $(BUILD)/ngx/Makefile -C $(NGX_SRC) modules
+	@nginx_sig=$$(strings /usr/sbin/nginx | grep -E '^[0-9],[0-9],[0-9],' | head -1); \
+	 so_sig=$$(strings $@ | grep -E '^[0-9],[0-9],[0-9],' | head -1); \
+	 if [ "$$nginx_sig" != "$$so_sig" ]; then \
+	     echo "module signature $$so_sig does not match nginx $$nginx_sig"; exit 1; fi
+
+workers:
+ifneq ($(HAVE_WORKERS),)
+	$(MAKE) -C workers
+endif
+
+# nginx from Debian's source package with the module linked in statically,
+# built with ASan and UBSan (a static module avoids ASan's ODR report on
+# ngx_module_names that a dynamic one triggers).
+asan: $(ASAN_NGINX)
+
+$(BUILD)/src/.fetched:
+	@mkdir -p $(BUILD)/src
+	cd $(BUILD)/src && apt-get source -qq --download-only $(NGX_DEB_SRC) >/dev/null 2>&1 \
+	  || { echo "apt-get source $(NGX_DEB_SRC) failed: is deb-src enabled? (.ci/run enables it)"; exit 1; }
+	cd $(BUILD)/src && dpkg-source -q -x nginx_*.dsc nginx >/dev/null
+	touch $@
+
+$(ASAN_NGINX): $(BUILD)/src/.fetched $(MODULE_SRCS) config
+	@mkdir -p $(BUILD)/asan
+	cd $(BUILD)/src/nginx && ./configure --with-compat --with-debug --with-threads \
+	    --with-http_ssl_module --with-http_stub_status_module \
+	    --with-http_realip_module --with-http_v2_module \
+	    --with-cc-opt="-O1 -g $(SANITIZE)" --with-ld-opt="$(SANITIZE)" \
+	    --add-module=$(TOP) --builddir=$(BUILD)/asan/objs \
+	    > $(BUILD)/asan-configure.log 2>&1 \
+	  || { tail -30 $(BUILD)/asan-configure.log; exit 1; }
+	$(MAKE) -s -j2 -f $(BUILD)/asan/objs/Makefile -C $(BUILD)/src/nginx >/dev/null
+
+$(BUILD)/test_common: common/tests/test_common.c $(COMMON_SRCS) $(COMMON_HDRS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS_COMMON) $(SANITIZE) -Icommon -o $@ common/tests/test_common.c \
+	    $(COMMON_SRCS) $$(pkg-config --cflags --libs check) -lyajl -lxxhash
+
+test: test-common test-module test-asan test-workers
+	@echo "all test suites passed"
+
+test-common: $(BUILD)/test_common
+	$(BUILD)/test_common
+
+# the t/ suites against Debian's packaged nginx with the dynamic module
+test-module: module
+	TEST_NGINX_LOAD_MODULE=$(MODULE_SO) prove -r t/
+
+# the same suites against the ASan+UBSan nginx; any sanitizer report fails
+test-asan: asan
+	TEST_NGINX_BINARY=$(ASAN_NGINX) TEST_NGINX_CHECK_SANITIZER=1 \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 \
+	UBSAN_OPTIONS=print_stacktrace=1 prove -r t/
+
+test-workers:
+ifneq ($(HAVE_WORKERS),)
+	$(MAKE) -C workers test
+endif
+
+demo: all
+	scripts/demo.sh
+
+bench: module
+	scripts/bench-gateway.sh
+
+clean:
+	rm -rf $(BUILD)
+ifneq ($(HAVE_WORKERS),)
+	$(MAKE) -C workers clean
+endif

@@ -1,0 +1,326 @@
+/*
+ * Request inspection: read the body before proxy picks a peer (the
+ * precontent-phase idiom of ngx_http_mirror_module, so it also works with
+ * proxy_request_buffering off), stream it through common/'s parser, and
+ * keep the prefix keys in the request context.  All memory comes from the
+ * request pool.
+ */
+
+#include "ngx_llmd.h"
+
+
+#define NGX_LLMD_FILE_CHUNK  65536
+
+
+extern ngx_module_t  ngx_http_proxy_module;
+
+static void ngx_llmd_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_llmd_is_json(ngx_http_request_t *r);
+
+
+/* yajl's allocator on the request pool: sizes are kept in front of each
+ * block so realloc can copy; large blocks go back to the pool early. */
+
+static void *
+ngx_llmd_pool_malloc(void *ctx, size_t size)
+{
+    size_t  *p;
+
+    p = ngx_palloc(ctx, size + sizeof(size_t) * 2);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    p[0] = size;
+    return p + 2;
+}
+
+
+static void
+ngx_llmd_pool_free(void *ctx, void *ptr)
+{
+    if (ptr) {
+        (void) ngx_pfree(ctx, (size_t *) ptr - 2);
+    }
+}
+
+
+static void *
+ngx_llmd_pool_realloc(void *ctx, void *ptr, size_t size)
+{
+    void    *n;
+    size_t   old;
+
+    n = ngx_llmd_pool_malloc(ctx, size);
+    if (n == NULL || ptr == NULL) {
+        return n;
+    }
+
+    old = ((size_t *) ptr)[-2];
+    ngx_memcpy(n, ptr, ngx_min(old, size));
+    ngx_llmd_pool_free(ctx, ptr);
+
+    return n;
+}
+
+
+/*
+ * The llmd upstream this location proxies to, if any: proxy's location
+ * configuration begins with its ngx_http_upstream_conf_t, whose first
+ * field is the upstream{} block (stable across nginx versions).
+ */
+ngx_llmd_srv_conf_t *
+ngx_llmd_location_upstream(ngx_http_request_t *r)
+{
+    ngx_http_upstream_conf_t      *ucf;
+    ngx_http_upstream_srv_conf_t  *uscf;
+
+    ucf = ngx_http_get_module_loc_conf(r, ngx_http_proxy_module);
+    if (ucf == NULL) {
+        return NULL;
+    }
+
+    uscf = ucf->upstream;
+
+    if (uscf == NULL || uscf->peer.init_upstream != ngx_llmd_init_upstream) {
+        return NULL;
+    }
+
+    return ngx_http_conf_upstream_srv_conf(uscf, ngx_llmd_module);
+}
+
+
+ngx_int_t
+ngx_llmd_location_enabled(ngx_http_request_t *r)
+{
+    ngx_llmd_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_llmd_module);
+
+    if (llcf->inspect != NGX_CONF_UNSET) {
+        return llcf->inspect;
+    }
+
+    return ngx_llmd_location_upstream(r) != NULL;
+}
+
+
+/* Only JSON bodies are inspected; anything else is balanced on load. */
+static ngx_int_t
+ngx_llmd_is_json(ngx_http_request_t *r)
+{
+    ngx_str_t  *ct;
+
+    if (r->method != NGX_HTTP_POST) {
+        return 0;
+    }
+
+    if (r->headers_in.content_length_n <= 0 && !r->headers_in.chunked) {
+        return 0;
+    }
+
+    if (r->headers_in.content_type == NULL) {
+        return 1;       /* curl -d and many SDKs: assume JSON */
+    }
+
+    ct = &r->headers_in.content_type->value;
+
+    return ngx_strlcasestrn(ct->data, ct->data + ct->len,
+                            (u_char *) "json", 4 - 1) != NULL;
+}
+
+
+ngx_int_t
+ngx_llmd_precontent_handler(ngx_http_request_t *r)
+{
+    ngx_int_t        rc;
+    ngx_llmd_ctx_t  *ctx;
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_llmd_module);
+
+    if (ctx) {
+        return ctx->status;
+    }
+
+    if (!ngx_llmd_location_enabled(r) || !ngx_llmd_is_json(r)) {
+        return NGX_DECLINED;
+    }
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_llmd_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->status = NGX_DONE;
+    ngx_http_set_ctx(r, ctx, ngx_llmd_module);
+
+    rc = ngx_http_read_client_request_body(r, ngx_llmd_body_handler);
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    ngx_http_finalize_request(r, NGX_DONE);
+    return NGX_DONE;
+}
+
+
+static void
+ngx_llmd_body_handler(ngx_http_request_t *r)
+{
+    ngx_llmd_ctx_t       *ctx;
+    ngx_llmd_srv_conf_t  *conf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_llmd_module);
+    conf = ngx_llmd_location_upstream(r);
+
+    if (ngx_llmd_inspect_body(r, conf) == NULL) {
+        ctx->status = NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+    } else if (ctx->req.status == LLMD_REQ_INVALID) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "llmd: rejected request body: %s", ctx->req.error);
+        ctx->error.data = (u_char *) ctx->req.error;
+        ctx->error.len = ngx_strlen(ctx->req.error);
+        ctx->error_param = ctx->req.error_param;
+        ctx->status = NGX_HTTP_BAD_REQUEST;
+
+    } else {
+        ctx->status = NGX_DECLINED;
+    }
+
+    r->preserve_body = 1;
+
+    r->write_event_handler = ngx_http_core_run_phases;
+    ngx_http_core_run_phases(r);
+}
+
+
+static ngx_int_t
+ngx_llmd_feed_file(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx, ngx_buf_t *b,
+    u_char **chunk)
+{
+    off_t    off;
+    size_t   size;
+    ssize_t  n;
+
+    if (*chunk == NULL) {
+        *chunk = ngx_palloc(r->pool, NGX_LLMD_FILE_CHUNK);
+        if (*chunk == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    for (off = b->file_pos; off < b->file_last; off += n) {
+
+        size = (size_t) ngx_min(b->file_last - off, NGX_LLMD_FILE_CHUNK);
+
+        n = ngx_read_file(b->file, *chunk, size, off);
+
+        if (n == NGX_ERROR || n == 0) {
+            return NGX_ERROR;
+        }
+
+        if (llmd_request_feed(&ctx->req, *chunk, n) != LLMD_REQ_OK) {
+            return NGX_OK;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Parses the body already read into r->request_body: in memory, in a
+ * temporary file, or both.  Returns the context (its req.status tells
+ * whether the body was valid), or NULL on an internal error or when there
+ * is no body to look at.
+ */
+ngx_llmd_ctx_t *
+ngx_llmd_inspect_body(ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf)
+{
+    size_t             block_size, max_blocks;
+    u_char            *block, *chunk;
+    uint64_t          *keys;
+    ngx_buf_t         *b;
+    ngx_chain_t       *cl;
+    ngx_llmd_ctx_t    *ctx;
+    llmd_allocator_t   alloc;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_llmd_module);
+
+    if (ctx == NULL) {
+        if (r->request_body == NULL || r->request_body->bufs == NULL
+            || !ngx_llmd_is_json(r))
+        {
+            return NULL;
+        }
+
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_llmd_ctx_t));
+        if (ctx == NULL) {
+            return NULL;
+        }
+
+        ctx->status = NGX_DECLINED;
+        ngx_http_set_ctx(r, ctx, ngx_llmd_module);
+    }
+
+    block_size = conf ? conf->block_size : LLMD_PREFIX_BLOCK_DEFAULT;
+    max_blocks = conf ? conf->max_blocks : LLMD_PREFIX_MAX_BLOCKS_DEFAULT;
+
+    block = ngx_palloc(r->pool, block_size);
+    keys = ngx_palloc(r->pool, max_blocks * sizeof(uint64_t));
+    if (block == NULL || keys == NULL) {
+        return NULL;
+    }
+
+    alloc.malloc = ngx_llmd_pool_malloc;
+    alloc.realloc = ngx_llmd_pool_realloc;
+    alloc.free = ngx_llmd_pool_free;
+    alloc.ctx = r->pool;
+
+    if (llmd_request_init(&ctx->req, &alloc, block_size, max_blocks, block,
+                          keys)
+        != LLMD_REQ_OK)
+    {
+        return NULL;
+    }
+
+    ctx->block_size = block_size;
+    chunk = NULL;
+
+    if (r->request_body) {
+        for (cl = r->request_body->bufs; cl; cl = cl->next) {
+            b = cl->buf;
+
+            if (ngx_buf_in_memory(b)) {
+                if (llmd_request_feed(&ctx->req, b->pos, b->last - b->pos)
+                    != LLMD_REQ_OK)
+                {
+                    break;
+                }
+
+            } else if (b->in_file) {
+                if (ngx_llmd_feed_file(r, ctx, b, &chunk) != NGX_OK) {
+                    llmd_request_cleanup(&ctx->req);
+                    return NULL;
+                }
+            }
+        }
+    }
+
+    (void) llmd_request_finish(&ctx->req);
+    llmd_request_cleanup(&ctx->req);
+
+    if (ctx->req.status == LLMD_REQ_NOMEM) {
+        return NULL;
+    }
+
+    ctx->inspected = (ctx->req.status == LLMD_REQ_OK);
+
+    return ctx;
+}

@@ -1,0 +1,507 @@
+/*
+ * ngx_llmd_module: directives, configuration and variables.
+ *
+ *   upstream llm {
+ *       llmd;
+ *       llmd_zone llm 16m;
+ *       server 127.0.0.1:8001;
+ *   }
+ */
+
+#include "ngx_llmd.h"
+
+
+static void *ngx_llmd_create_srv_conf(ngx_conf_t *cf);
+static void *ngx_llmd_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_llmd_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static ngx_int_t ngx_llmd_add_variables(ngx_conf_t *cf);
+static ngx_int_t ngx_llmd_postconfiguration(ngx_conf_t *cf);
+
+static char *ngx_llmd(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_llmd_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_llmd_weight(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static char *ngx_llmd_balance_threshold(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+
+static ngx_int_t ngx_llmd_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+
+static ngx_conf_num_bounds_t  ngx_llmd_block_bounds = {
+    ngx_conf_check_num_bounds, LLMD_PREFIX_BLOCK_MIN, LLMD_PREFIX_BLOCK_MAX
+};
+
+static ngx_conf_num_bounds_t  ngx_llmd_max_blocks_bounds = {
+    ngx_conf_check_num_bounds, 1, 65536
+};
+
+
+static ngx_command_t  ngx_llmd_commands[] = {
+
+    { ngx_string("llmd"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_NOARGS,
+      ngx_llmd,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("llmd_zone"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE12,
+      ngx_llmd_zone,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llmd_prefix_block"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_llmd_srv_conf_t, block_size),
+      &ngx_llmd_block_bounds },
+
+    { ngx_string("llmd_prefix_max_blocks"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_llmd_srv_conf_t, max_blocks),
+      &ngx_llmd_max_blocks_bounds },
+
+    { ngx_string("llmd_prefix_weight"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_llmd_weight,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_llmd_srv_conf_t, prefix_weight),
+      NULL },
+
+    { ngx_string("llmd_load_weight"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_llmd_weight,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_llmd_srv_conf_t, load_weight),
+      NULL },
+
+    { ngx_string("llmd_balance_threshold"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE2,
+      ngx_llmd_balance_threshold,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llmd_default_max_tokens"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_llmd_srv_conf_t, default_max_tokens),
+      NULL },
+
+    { ngx_string("llmd_inspect"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_llmd_loc_conf_t, inspect),
+      NULL },
+
+    { ngx_string("llmd_debug_headers"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_llmd_loc_conf_t, debug_headers),
+      NULL },
+
+    { ngx_string("llmd_json_errors"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_llmd_loc_conf_t, json_errors),
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_llmd_module_ctx = {
+    ngx_llmd_add_variables,                /* preconfiguration */
+    ngx_llmd_postconfiguration,            /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    ngx_llmd_create_srv_conf,              /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_llmd_create_loc_conf,              /* create location configuration */
+    ngx_llmd_merge_loc_conf                /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_llmd_module = {
+    NGX_MODULE_V1,
+    &ngx_llmd_module_ctx,                  /* module context */
+    ngx_llmd_commands,                     /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+enum {
+    NGX_LLMD_VAR_PEER = 0,
+    NGX_LLMD_VAR_PREFIX_HIT,
+    NGX_LLMD_VAR_REASON,
+    NGX_LLMD_VAR_PROMPT_BYTES
+};
+
+
+static ngx_http_variable_t  ngx_llmd_vars[] = {
+
+    { ngx_string("llmd_peer"), NULL, ngx_llmd_variable,
+      NGX_LLMD_VAR_PEER, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llmd_prefix_hit"), NULL, ngx_llmd_variable,
+      NGX_LLMD_VAR_PREFIX_HIT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llmd_pick_reason"), NULL, ngx_llmd_variable,
+      NGX_LLMD_VAR_REASON, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llmd_prompt_bytes"), NULL, ngx_llmd_variable,
+      NGX_LLMD_VAR_PROMPT_BYTES, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+static void *
+ngx_llmd_create_srv_conf(ngx_conf_t *cf)
+{
+    ngx_llmd_srv_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_llmd_srv_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->shm_zone = NULL;
+     *     conf->sh = NULL;
+     *     conf->slots = { NULL, NULL };
+     */
+
+    conf->enabled = NGX_CONF_UNSET;
+    conf->block_size = NGX_CONF_UNSET_SIZE;
+    conf->max_blocks = NGX_CONF_UNSET_UINT;
+    conf->prefix_weight = NGX_CONF_UNSET;
+    conf->load_weight = NGX_CONF_UNSET;
+    conf->balance_abs = NGX_CONF_UNSET_UINT;
+    conf->balance_rel = NGX_CONF_UNSET;
+    conf->default_max_tokens = NGX_CONF_UNSET_UINT;
+
+    return conf;
+}
+
+
+static void *
+ngx_llmd_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_llmd_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_llmd_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    conf->inspect = NGX_CONF_UNSET;
+    conf->debug_headers = NGX_CONF_UNSET;
+    conf->json_errors = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_llmd_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_llmd_loc_conf_t *prev = parent;
+    ngx_llmd_loc_conf_t *conf = child;
+
+    /* inspect stays unset when never given: that means "auto" */
+    if (conf->inspect == NGX_CONF_UNSET) {
+        conf->inspect = prev->inspect;
+    }
+
+    ngx_conf_merge_value(conf->debug_headers, prev->debug_headers, 0);
+    ngx_conf_merge_value(conf->json_errors, prev->json_errors, 1);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_llmd(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_llmd_srv_conf_t           *lcf;
+    ngx_http_upstream_srv_conf_t  *uscf;
+
+    uscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_upstream_module);
+    lcf = ngx_http_conf_get_module_srv_conf(cf, ngx_llmd_module);
+
+    if (uscf->peer.init_upstream) {
+        ngx_conf_log_error(NGX_LOG_WARN, cf, 0,
+                           "load balancing method redefined");
+    }
+
+    lcf->enabled = 1;
+    uscf->peer.init_upstream = ngx_llmd_init_upstream;
+
+    uscf->flags = NGX_HTTP_UPSTREAM_CREATE
+                  |NGX_HTTP_UPSTREAM_WEIGHT
+                  |NGX_HTTP_UPSTREAM_MAX_CONNS
+                  |NGX_HTTP_UPSTREAM_MAX_FAILS
+                  |NGX_HTTP_UPSTREAM_FAIL_TIMEOUT
+                  |NGX_HTTP_UPSTREAM_DOWN
+                  |NGX_HTTP_UPSTREAM_BACKUP;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_llmd_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_llmd_srv_conf_t  *lcf = conf;
+
+    ssize_t     size;
+    ngx_str_t  *value;
+
+    if (lcf->shm_zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    size = NGX_LLMD_ZONE_DEFAULT_SIZE;
+
+    if (cf->args->nelts == 3) {
+        size = ngx_parse_size(&value[2]);
+
+        if (size == NGX_ERROR) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid zone size \"%V\"", &value[2]);
+            return NGX_CONF_ERROR;
+        }
+
+        if (size < NGX_LLMD_ZONE_MIN_SIZE) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "zone \"%V\" is too small, at least %uzk",
+                               &value[1], (size_t) NGX_LLMD_ZONE_MIN_SIZE >> 10);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    lcf->shm_zone = ngx_shared_memory_add(cf, &value[1], size,
+                                          &ngx_llmd_module);
+    if (lcf->shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if (lcf->shm_zone->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llmd_zone \"%V\" is already used by another "
+                           "upstream", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    lcf->shm_zone->init = ngx_llmd_init_zone;
+    lcf->shm_zone->data = lcf;
+
+    return NGX_CONF_OK;
+}
+
+
+/* A non-negative decimal with up to three fractional digits. */
+static ngx_int_t
+ngx_llmd_parse_fixed(ngx_str_t *s)
+{
+    return ngx_atofp(s->data, s->len, 3);
+}
+
+
+static char *
+ngx_llmd_weight(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *p = conf;
+
+    ngx_int_t  *field, w;
+    ngx_str_t  *value;
+
+    field = (ngx_int_t *) (p + cmd->offset);
+    if (*field != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+    w = ngx_llmd_parse_fixed(&value[1]);
+
+    if (w == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid weight \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    *field = w;
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_llmd_balance_threshold(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_llmd_srv_conf_t  *lcf = conf;
+
+    ngx_int_t   n;
+    ngx_str_t  *value;
+
+    if (lcf->balance_abs != NGX_CONF_UNSET_UINT) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    n = ngx_atoi(value[1].data, value[1].len);
+    if (n == NGX_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid absolute threshold \"%V\"", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+    lcf->balance_abs = n;
+
+    n = ngx_llmd_parse_fixed(&value[2]);
+    if (n == NGX_ERROR || n < NGX_LLMD_WEIGHT_SCALE) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid relative threshold \"%V\", "
+                           "must be at least 1.0", &value[2]);
+        return NGX_CONF_ERROR;
+    }
+    lcf->balance_rel = n;
+
+    return NGX_CONF_OK;
+}
+
+
+static ngx_int_t
+ngx_llmd_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    uintptr_t data)
+{
+    u_char          *p;
+    ngx_llmd_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_llmd_module);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    switch (data) {
+
+    case NGX_LLMD_VAR_PEER:
+        if (ctx->peer.len == 0) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+        v->data = ctx->peer.data;
+        v->len = ctx->peer.len;
+        break;
+
+    case NGX_LLMD_VAR_PREFIX_HIT:
+        if (!ctx->inspected) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+        p = ngx_pnalloc(r->pool, 2 * NGX_INT_T_LEN + 1);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+        v->data = p;
+        v->len = ngx_sprintf(p, "%ui/%uz", ctx->matched,
+                             ctx->req.prefix.nkeys) - p;
+        break;
+
+    case NGX_LLMD_VAR_REASON:
+        if (ctx->reason == NULL) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+        v->data = (u_char *) ctx->reason;
+        v->len = ngx_strlen(ctx->reason);
+        break;
+
+    default: /* NGX_LLMD_VAR_PROMPT_BYTES */
+        if (!ctx->inspected) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+        p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+        v->data = p;
+        v->len = ngx_sprintf(p, "%uL", (uint64_t) ctx->req.prefix.total_bytes)
+                 - p;
+        break;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_llmd_add_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_llmd_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_llmd_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    /* the body must be read and inspected before proxy picks a peer, also
+     * with proxy_request_buffering off: the same slot mirror uses */
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_llmd_precontent_handler;
+
+    return ngx_llmd_filter_init(cf);
+}

@@ -1,0 +1,369 @@
+/*
+ * The shared-memory zone: per-peer load counters and the approximate prefix
+ * index (prefix key -> peers that recently received it), shared by all
+ * nginx worker processes and kept across reloads.
+ *
+ * The index is a chained hash table over a fixed array of entries with an
+ * LRU list through them; when every entry is in use the least recently
+ * used prefix is forgotten.  Index operations hold the slab mutex; peer
+ * counters are atomics and need no lock.
+ */
+
+#include "ngx_llmd.h"
+
+
+static uint32_t ngx_llmd_lookup(ngx_llmd_shctx_t *sh, uint64_t key);
+
+
+ngx_int_t
+ngx_llmd_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_llmd_srv_conf_t  *oconf = data;
+
+    size_t                 avail, per_entry;
+    uint32_t               i, n;
+    ngx_slab_pool_t       *shpool;
+    ngx_llmd_shctx_t      *sh;
+    ngx_llmd_srv_conf_t   *conf;
+
+    conf = shm_zone->data;
+
+    if (oconf) {
+        /* reload with the same zone: keep what the fleet has learnt */
+        conf->sh = oconf->sh;
+        conf->shpool = oconf->shpool;
+        return NGX_OK;
+    }
+
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        conf->sh = shpool->data;
+        conf->shpool = shpool;
+        return NGX_OK;
+    }
+
+    sh = ngx_slab_alloc(shpool, sizeof(ngx_llmd_shctx_t));
+    if (sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(sh, sizeof(ngx_llmd_shctx_t));
+
+    /* give the index most of what is left; the slab allocator keeps some
+     * bookkeeping of its own */
+    avail = shm_zone->shm.size - sizeof(ngx_llmd_shctx_t);
+    avail = avail / 8 * 6;
+    per_entry = sizeof(ngx_llmd_entry_t) + sizeof(uint32_t);
+
+    for (n = avail / per_entry; n >= 64; n /= 2) {
+
+        sh->entries = ngx_slab_alloc(shpool, n * sizeof(ngx_llmd_entry_t));
+        if (sh->entries == NULL) {
+            continue;
+        }
+
+        for (sh->nbuckets = 1; sh->nbuckets * 2 <= n; sh->nbuckets *= 2) {
+            /* void */
+        }
+
+        sh->buckets = ngx_slab_alloc(shpool,
+                                     sh->nbuckets * sizeof(uint32_t));
+        if (sh->buckets) {
+            break;
+        }
+
+        ngx_slab_free(shpool, sh->entries);
+        sh->entries = NULL;
+    }
+
+    if (sh->entries == NULL) {
+        ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
+                      "llmd zone \"%V\" is too small for a prefix index",
+                      &shm_zone->shm.name);
+        return NGX_ERROR;
+    }
+
+    sh->capacity = n;
+
+    for (i = 0; i < sh->nbuckets; i++) {
+        sh->buckets[i] = NGX_LLMD_NIL;
+    }
+
+    /* every entry starts on the free list, chained through next */
+    for (i = 0; i < n; i++) {
+        sh->entries[i].next = (i + 1 < n) ? i + 1 : NGX_LLMD_NIL;
+    }
+
+    sh->free_head = 0;
+    sh->lru_head = NGX_LLMD_NIL;
+    sh->lru_tail = NGX_LLMD_NIL;
+
+    shpool->data = sh;
+    shpool->log_nomem = 0;
+
+    conf->sh = sh;
+    conf->shpool = shpool;
+
+    ngx_log_error(NGX_LOG_INFO, shm_zone->shm.log, 0,
+                  "llmd zone \"%V\": %uD prefix entries, %ui peers",
+                  &shm_zone->shm.name, sh->capacity,
+                  (ngx_uint_t) NGX_LLMD_MAX_PEERS);
+
+    return NGX_OK;
+}
+
+
+/* The zone slot of a peer, registering it on first sight. */
+ngx_int_t
+ngx_llmd_zone_peer_slot(ngx_llmd_srv_conf_t *conf, ngx_str_t *name)
+{
+    size_t             len;
+    ngx_int_t          slot;
+    ngx_uint_t         i;
+    ngx_llmd_peer_t   *peer;
+    ngx_llmd_shctx_t  *sh;
+
+    sh = conf->sh;
+    len = ngx_min(name->len, NGX_LLMD_PEER_NAME_LEN);
+    slot = NGX_ERROR;
+
+    ngx_shmtx_lock(&conf->shpool->mutex);
+
+    for (i = 0; i < sh->npeers; i++) {
+        peer = &sh->peers[i];
+        if (peer->name_len == len && ngx_memcmp(peer->name, name->data, len)
+                                     == 0)
+        {
+            slot = i;
+            goto done;
+        }
+    }
+
+    if (sh->npeers < NGX_LLMD_MAX_PEERS) {
+        peer = &sh->peers[sh->npeers];
+        ngx_memcpy(peer->name, name->data, len);
+        peer->name_len = len;
+        slot = sh->npeers++;
+    }
+
+done:
+
+    ngx_shmtx_unlock(&conf->shpool->mutex);
+
+    return slot;
+}
+
+
+static uint32_t
+ngx_llmd_lookup(ngx_llmd_shctx_t *sh, uint64_t key)
+{
+    uint32_t  i;
+
+    for (i = sh->buckets[key & (sh->nbuckets - 1)];
+         i != NGX_LLMD_NIL;
+         i = sh->entries[i].next)
+    {
+        if (sh->entries[i].key == key) {
+            return i;
+        }
+    }
+
+    return NGX_LLMD_NIL;
+}
+
+
+static void
+ngx_llmd_lru_unlink(ngx_llmd_shctx_t *sh, uint32_t i)
+{
+    ngx_llmd_entry_t  *e = &sh->entries[i];
+
+    if (e->lru_prev != NGX_LLMD_NIL) {
+        sh->entries[e->lru_prev].lru_next = e->lru_next;
+    } else {
+        sh->lru_head = e->lru_next;
+    }
+
+    if (e->lru_next != NGX_LLMD_NIL) {
+        sh->entries[e->lru_next].lru_prev = e->lru_prev;
+    } else {
+        sh->lru_tail = e->lru_prev;
+    }
+}
+
+
+static void
+ngx_llmd_lru_push_head(ngx_llmd_shctx_t *sh, uint32_t i)
+{
+    ngx_llmd_entry_t  *e = &sh->entries[i];
+
+    e->lru_prev = NGX_LLMD_NIL;
+    e->lru_next = sh->lru_head;
+
+    if (sh->lru_head != NGX_LLMD_NIL) {
+        sh->entries[sh->lru_head].lru_prev = i;
+    } else {
+        sh->lru_tail = i;
+    }
+
+    sh->lru_head = i;
+}
+
+
+/* Frees the least recently used entry and returns its index. */
+static uint32_t
+ngx_llmd_evict(ngx_llmd_shctx_t *sh)
+{
+    uint32_t   i, *p;
+
+    i = sh->lru_tail;
+    ngx_llmd_lru_unlink(sh, i);
+
+    for (p = &sh->buckets[sh->entries[i].key & (sh->nbuckets - 1)];
+         *p != NGX_LLMD_NIL;
+         p = &sh->entries[*p].next)
+    {
+        if (*p == i) {
+            *p = sh->entries[i].next;
+            break;
+        }
+    }
+
+    sh->used--;
+    sh->evictions++;
+
+    return i;
+}
+
+
+static uint32_t
+ngx_llmd_insert(ngx_llmd_shctx_t *sh, uint64_t key)
+{
+    uint32_t           i, b;
+    ngx_llmd_entry_t  *e;
+
+    if (sh->free_head != NGX_LLMD_NIL) {
+        i = sh->free_head;
+        sh->free_head = sh->entries[i].next;
+
+    } else {
+        i = ngx_llmd_evict(sh);
+    }
+
+    e = &sh->entries[i];
+    ngx_memzero(e->peers, sizeof(e->peers));
+    e->key = key;
+
+    b = key & (sh->nbuckets - 1);
+    e->next = sh->buckets[b];
+    sh->buckets[b] = i;
+
+    ngx_llmd_lru_push_head(sh, i);
+    sh->used++;
+
+    return i;
+}
+
+
+static ngx_uint_t
+ngx_llmd_entry_has(ngx_llmd_entry_t *e, ngx_int_t slot)
+{
+    ngx_uint_t  k;
+
+    for (k = 0; k < NGX_LLMD_KEY_PEERS && e->peers[k]; k++) {
+        if (e->peers[k] == slot + 1) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+/*
+ * For each candidate, how many leading blocks of the request it holds.
+ * match[] must start at zero.  The walk stops at the first key that no
+ * candidate still matching holds, so a miss costs one lookup.
+ */
+void
+ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
+    ngx_uint_t nkeys, ngx_int_t *slots, ngx_uint_t nslots, ngx_uint_t *match)
+{
+    uint32_t           e;
+    ngx_uint_t         i, j, any;
+    ngx_llmd_shctx_t  *sh;
+
+    sh = conf->sh;
+
+    ngx_shmtx_lock(&conf->shpool->mutex);
+
+    for (i = 0; i < nkeys; i++) {
+
+        e = ngx_llmd_lookup(sh, keys[i]);
+        if (e == NGX_LLMD_NIL) {
+            break;
+        }
+
+        any = 0;
+
+        for (j = 0; j < nslots; j++) {
+            if (match[j] == i && slots[j] >= 0
+                && ngx_llmd_entry_has(&sh->entries[e], slots[j]))
+            {
+                match[j] = i + 1;
+                any = 1;
+            }
+        }
+
+        if (!any) {
+            break;
+        }
+    }
+
+    ngx_shmtx_unlock(&conf->shpool->mutex);
+}
+
+
+/* The peer in slot now holds every block of this request. */
+void
+ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
+    ngx_uint_t nkeys, ngx_int_t slot)
+{
+    uint16_t           id;
+    uint32_t           e;
+    ngx_uint_t         i, k;
+    ngx_llmd_entry_t  *entry;
+    ngx_llmd_shctx_t  *sh;
+
+    sh = conf->sh;
+    id = (uint16_t) (slot + 1);
+
+    ngx_shmtx_lock(&conf->shpool->mutex);
+
+    for (i = 0; i < nkeys; i++) {
+
+        e = ngx_llmd_lookup(sh, keys[i]);
+
+        if (e == NGX_LLMD_NIL) {
+            e = ngx_llmd_insert(sh, keys[i]);
+
+        } else {
+            ngx_llmd_lru_unlink(sh, e);
+            ngx_llmd_lru_push_head(sh, e);
+        }
+
+        entry = &sh->entries[e];
+
+        /* move (or add) id to the front, dropping the oldest if full */
+        for (k = 0; k < NGX_LLMD_KEY_PEERS - 1; k++) {
+            if (entry->peers[k] == id || entry->peers[k] == 0) {
+                break;
+            }
+        }
+
+        ngx_memmove(&entry->peers[1], &entry->peers[0], k * sizeof(uint16_t));
+        entry->peers[0] = id;
+    }
+
+    ngx_shmtx_unlock(&conf->shpool->mutex);
+}
