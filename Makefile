@@ -99,7 +99,7 @@ test-module: module
 test-asan: asan
 	TEST_NGINX_BINARY=$(ASAN_NGINX) TEST_NGINX_CHECK_SANITIZER=1 \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 \
-	UBSAN_OPTIONS=print_stacktrace=1 prove -r t/
+	UBSAN_OPTIONS=print_stacktrace=1:suppressions=$(TOP)/t/ubsan.supp prove -r t/
 
 test-workers:
 ifneq ($(HAVE_WORKERS),)

@@ -78,4 +78,9 @@ is(scalar keys %peers, 1, 'every worker sent the shared prefix to the same peer'
 my @cold = grep { $_->[2] =~ /^0\// } @lines[1 .. $#lines];
 is(scalar @cold, 0, 'only the very first request found no prefix');
 
+if ($ENV{TEST_NGINX_CHECK_SANITIZER}) {
+    my $r = sanitizer_report();
+    ok(!defined $r, 'no sanitizer report' . ($r ? ": $r" : ''));
+}
+
 done_testing();

@@ -34,7 +34,7 @@ use Time::HiRes qw(time sleep);
 
 our @EXPORT = qw(run_tests repeat_each workers no_shuffle server_port
                  rand_port nginx_start nginx_request nginx_reload nginx_stop
-                 error_log_text servroot);
+                 error_log_text servroot sanitizer_report);
 
 $SIG{PIPE} = 'IGNORE';
 
