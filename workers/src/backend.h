@@ -1,0 +1,59 @@
+/*
+ * Backend interface: what the engine needs from a model implementation.
+ *
+ * The engine owns scheduling and the KV block manager; a backend only
+ * computes.  forward() runs one step: for every batch item it computes the
+ * KV of tokens [start, start + n_tokens) into the item's blocks, and for
+ * items with `sample` set it returns the next token in next_tokens[i].
+ * forward() blocks for as long as the step takes: the engine thread is the
+ * only caller, and the HTTP thread never waits on it.
+ */
+
+#ifndef LLMD_BACKEND_H
+#define LLMD_BACKEND_H
+
+#include <stdint.h>
+
+#include "kv_blocks.h"
+#include "scheduler.h"
+
+struct worker_config;
+
+struct backend_info {
+    int     max_model_len;      /* context length in tokens */
+    int     vocab_size;
+    int     eos_token;          /* -1: the model never ends on its own */
+    /* KV page geometry (num_blocks and block_tokens come from the flags) */
+    int     num_layers;
+    int     kv_heads;
+    int     head_dim;
+    int     dtype_bytes;
+};
+
+struct backend;
+
+struct backend_ops {
+    const char *name;
+    /* Load the model / profile and fill b->info.  Returns 0, or -1 with a
+     * one-line reason in err. */
+    int  (*init)(struct backend *b, const struct worker_config *cfg,
+                 char *err, int err_len);
+    /* The KV cache exists now; called once before the first forward. */
+    void (*attach_kv)(struct backend *b, struct kv_manager *kv);
+    int  (*forward)(struct backend *b, const struct batch *batch,
+                    int32_t *next_tokens);
+    void (*free)(struct backend *b);
+};
+
+struct backend {
+    const struct backend_ops   *ops;
+    struct backend_info         info;
+    void                       *state;     /* backend private */
+};
+
+/* The backend called `name`, or NULL if this build has none by that name. */
+const struct backend_ops *backend_find(const char *name);
+
+extern const struct backend_ops sim_backend_ops;
+
+#endif

@@ -1,0 +1,183 @@
+/*
+ * Sim backend: no model math, but real KV pages and real step times.
+ *
+ * forward() writes every computed token's K and V rows into its blocks,
+ * produces the next token from a seeded generator, and then sleeps until
+ * the step time of the latency profile (scaled by --speed) has passed.
+ */
+
+#include "sim.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../backend.h"
+#include "../config.h"
+#include "../sim_profile.h"
+
+struct sim_state {
+    struct sim_profile  profile;
+    double              speed;
+    struct kv_manager  *kv;
+};
+
+/* ------------------------------------------------------------------------ */
+/* the pseudo-word generator */
+
+static uint64_t rng_next(uint64_t *s)
+{
+    /* splitmix64: tiny, fast and good enough for text */
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static int is_vowel(int c)
+{
+    return c == 'a' || c == 'e' || c == 'i' || c == 'o' || c == 'u';
+}
+
+static int is_letter(int c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+int32_t sim_next_token(struct worker_request *r)
+{
+    static const char consonants[] = "bcdfghklmnprstvwyz";
+    static const char vowels[] = "aeiou";
+    const int32_t *gen = r->tokens + r->n_prompt;
+    int n = r->n_tokens - r->n_prompt;
+    int last = n > 0 ? gen[n - 1] : ' ';
+    uint64_t x = rng_next(&r->rng);
+    int word_len = 0;
+
+    if (n == 0)
+        return consonants[(x >> 16) % (sizeof(consonants) - 1)] - 'a' + 'A';
+    if (last == '.' || last == ',')
+        return ' ';
+    if (is_letter(last)) {
+        while (word_len < n && word_len < 12 && is_letter(gen[n - 1 - word_len]))
+            word_len++;
+        /* words of 2 to 9 letters, ending more likely as they grow */
+        if (word_len >= 2 && (int) (x % 100) < word_len * 12) {
+            if ((x >> 8) % 10 == 0)
+                return '.';
+            if ((x >> 8) % 13 == 1)
+                return ',';
+            return ' ';
+        }
+        if (is_vowel(last | 0x20))
+            return consonants[(x >> 16) % (sizeof(consonants) - 1)];
+        return vowels[(x >> 16) % (sizeof(vowels) - 1)];
+    }
+    /* after a space: start a word, capitalised after a full stop */
+    {
+        int c = consonants[(x >> 16) % (sizeof(consonants) - 1)];
+        int prev = n >= 2 ? gen[n - 2] : '.';
+        return prev == '.' ? c - 'a' + 'A' : c;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+
+static int sim_init(struct backend *b, const struct worker_config *cfg,
+    char *err, int err_len)
+{
+    struct sim_state *st = calloc(1, sizeof(*st));
+
+    if (st == NULL) {
+        snprintf(err, (size_t) err_len, "out of memory");
+        return -1;
+    }
+    if (sim_profile_load(&st->profile, cfg->sim_profile, err, err_len) != 0) {
+        free(st);
+        return -1;
+    }
+    st->speed = cfg->speed;
+    b->state = st;
+    b->info.max_model_len = st->profile.max_model_len;
+    b->info.vocab_size = 256;
+    b->info.eos_token = -1;
+    b->info.num_layers = st->profile.kv_layers;
+    b->info.kv_heads = st->profile.kv_heads;
+    b->info.head_dim = st->profile.head_dim;
+    b->info.dtype_bytes = st->profile.dtype_bytes;
+    return 0;
+}
+
+static void sim_attach_kv(struct backend *b, struct kv_manager *kv)
+{
+    ((struct sim_state *) b->state)->kv = kv;
+}
+
+static void write_token_kv(struct kv_manager *kv, const struct worker_request *r,
+    int pos)
+{
+    int bt = kv->geo.block_tokens;
+    int32_t block = r->blocks[pos / bt];
+    int32_t token = r->tokens[pos];
+    size_t row = kv_row_bytes(kv);
+
+    for (int layer = 0; layer < kv->geo.num_layers; layer++) {
+        for (int k_or_v = 0; k_or_v < 2; k_or_v++) {
+            uint8_t *p = kv_slot(kv, block, layer, k_or_v, pos % bt);
+            for (size_t j = 0; j < row; j++)
+                p[j] = sim_kv_byte(token, pos, layer, k_or_v, (int) j);
+        }
+    }
+}
+
+static void sleep_until(const struct timespec *deadline)
+{
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, deadline, NULL)
+           == EINTR)
+        ;
+}
+
+static int sim_forward(struct backend *b, const struct batch *batch,
+    int32_t *next_tokens)
+{
+    struct sim_state *st = b->state;
+    struct timespec start;
+
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (int i = 0; i < batch->n; i++) {
+        const struct batch_item *it = &batch->items[i];
+
+        for (int pos = it->start; pos < it->start + it->n_tokens; pos++)
+            write_token_kv(st->kv, it->req, pos);
+        if (it->sample)
+            next_tokens[i] = sim_next_token(it->req);
+    }
+
+    if (st->speed > 0) {
+        double t = st->speed * sim_profile_step_seconds(&st->profile,
+                       batch->n_prefill_tokens, batch->prefill_attention,
+                       batch->n_decode, batch->decode_kv_tokens);
+        long long ns = (long long) (t * 1e9) + start.tv_nsec;
+
+        start.tv_sec += (time_t) (ns / 1000000000LL);
+        start.tv_nsec = (long) (ns % 1000000000LL);
+        sleep_until(&start);
+    }
+    return 0;
+}
+
+static void sim_free(struct backend *b)
+{
+    free(b->state);
+    b->state = NULL;
+}
+
+const struct backend_ops sim_backend_ops = {
+    .name = "sim",
+    .init = sim_init,
+    .attach_kv = sim_attach_kv,
+    .forward = sim_forward,
+    .free = sim_free,
+};

@@ -1,0 +1,262 @@
+/*
+ * Command-line flags.  Every flag takes "--flag VALUE" or "--flag=VALUE";
+ * a bad flag or value stops the worker with one line on stderr.
+ */
+
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char config_usage[] =
+"usage: llmd-worker [options]\n"
+"  --listen HOST:PORT       address to serve HTTP on (127.0.0.1:8000)\n"
+"  --backend sim|cpu|cuda   model backend (sim)\n"
+"  --model PATH             model file, for the real backends\n"
+"  --model-name NAME        served model name (llmd-sim)\n"
+"  --role both|prefill|decode  role in a disaggregated fleet (both)\n"
+"  --redis URL              fleet-state Redis, redis://HOST:PORT (unused yet)\n"
+"  --kv-blocks N            KV cache blocks (2048)\n"
+"  --block-tokens N         tokens per KV block (16)\n"
+"  --max-batch N            running requests per step at most (256)\n"
+"  --max-batch-tokens N     tokens computed per step at most, the chunked-\n"
+"                           prefill budget; at least --max-batch (2048)\n"
+"  --max-model-len N        context limit in tokens (the model's own)\n"
+"  --sim-profile FILE|NAME  sim latency profile (llama3-8b-h100)\n"
+"  --speed X                sim time scale, 0 = no model time (1)\n"
+"  --seed N                 default sampling seed (0)\n"
+"  --priority-aging SECONDS waiting time worth one priority level (1)\n"
+"  --max-body-bytes N       largest request body accepted (1048576)\n"
+"  --help                   this text\n";
+
+void config_defaults(struct worker_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    strcpy(cfg->listen_host, "127.0.0.1");
+    cfg->listen_port = 8000;
+    strcpy(cfg->backend, "sim");
+    strcpy(cfg->model_name, "llmd-sim");
+    strcpy(cfg->role, "both");
+    cfg->kv_blocks = 2048;
+    cfg->block_tokens = 16;
+    cfg->max_batch = 256;
+    cfg->max_batch_tokens = 2048;
+    strcpy(cfg->sim_profile, "llama3-8b-h100");
+    cfg->speed = 1.0;
+    cfg->priority_aging = 1.0;
+    cfg->max_body_bytes = 1 << 20;
+}
+
+static enum config_result fail(char *err, size_t len, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(err, len, fmt, ap);
+    va_end(ap);
+    return CONFIG_ERROR;
+}
+
+static int parse_long(const char *s, long min, long max, long *out)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int copy_str(char *dst, size_t size, const char *src)
+{
+    if (strlen(src) >= size || src[0] == '\0')
+        return -1;
+    strcpy(dst, src);
+    return 0;
+}
+
+static int parse_listen(struct worker_config *cfg, const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    long port;
+    size_t hlen;
+
+    if (colon == NULL || parse_long(colon + 1, 0, 65535, &port) != 0)
+        return -1;
+    hlen = (size_t) (colon - s);
+    if (hlen == 0 || hlen >= sizeof(cfg->listen_host))
+        return -1;
+    /* [::1]:8000 */
+    if (s[0] == '[' && hlen >= 2 && s[hlen - 1] == ']') {
+        s++;
+        hlen -= 2;
+    }
+    memcpy(cfg->listen_host, s, hlen);
+    cfg->listen_host[hlen] = '\0';
+    cfg->listen_port = (int) port;
+    return 0;
+}
+
+enum {
+    OPT_LISTEN = 256, OPT_BACKEND, OPT_MODEL, OPT_MODEL_NAME, OPT_ROLE,
+    OPT_REDIS, OPT_KV_BLOCKS, OPT_BLOCK_TOKENS, OPT_MAX_BATCH,
+    OPT_MAX_BATCH_TOKENS, OPT_MAX_MODEL_LEN, OPT_SIM_PROFILE, OPT_SPEED,
+    OPT_SEED, OPT_AGING, OPT_MAX_BODY, OPT_HELP
+};
+
+static const struct option options[] = {
+    { "listen",           required_argument, NULL, OPT_LISTEN },
+    { "backend",          required_argument, NULL, OPT_BACKEND },
+    { "model",            required_argument, NULL, OPT_MODEL },
+    { "model-name",       required_argument, NULL, OPT_MODEL_NAME },
+    { "role",             required_argument, NULL, OPT_ROLE },
+    { "redis",            required_argument, NULL, OPT_REDIS },
+    { "kv-blocks",        required_argument, NULL, OPT_KV_BLOCKS },
+    { "block-tokens",     required_argument, NULL, OPT_BLOCK_TOKENS },
+    { "max-batch",        required_argument, NULL, OPT_MAX_BATCH },
+    { "max-batch-tokens", required_argument, NULL, OPT_MAX_BATCH_TOKENS },
+    { "max-model-len",    required_argument, NULL, OPT_MAX_MODEL_LEN },
+    { "sim-profile",      required_argument, NULL, OPT_SIM_PROFILE },
+    { "speed",            required_argument, NULL, OPT_SPEED },
+    { "seed",             required_argument, NULL, OPT_SEED },
+    { "priority-aging",   required_argument, NULL, OPT_AGING },
+    { "max-body-bytes",   required_argument, NULL, OPT_MAX_BODY },
+    { "help",             no_argument,       NULL, OPT_HELP },
+    { NULL, 0, NULL, 0 }
+};
+
+static enum config_result apply(struct worker_config *cfg, int opt,
+    const char *name, const char *v, char *err, size_t len)
+{
+    long n;
+    char *end;
+    double d;
+
+    switch (opt) {
+    case OPT_LISTEN:
+        if (parse_listen(cfg, v) != 0)
+            return fail(err, len, "--listen: expected HOST:PORT, got '%s'", v);
+        return CONFIG_OK;
+    case OPT_BACKEND:
+        if (strcmp(v, "sim") != 0 && strcmp(v, "cpu") != 0
+            && strcmp(v, "cuda") != 0)
+            return fail(err, len, "--backend: expected sim, cpu or cuda, got '%s'", v);
+        strcpy(cfg->backend, v);
+        return CONFIG_OK;
+    case OPT_ROLE:
+        if (strcmp(v, "both") != 0 && strcmp(v, "prefill") != 0
+            && strcmp(v, "decode") != 0)
+            return fail(err, len, "--role: expected both, prefill or decode, got '%s'", v);
+        strcpy(cfg->role, v);
+        return CONFIG_OK;
+    case OPT_MODEL:
+        if (copy_str(cfg->model_path, sizeof(cfg->model_path), v) != 0)
+            return fail(err, len, "--model: empty or too long");
+        return CONFIG_OK;
+    case OPT_MODEL_NAME:
+        if (copy_str(cfg->model_name, sizeof(cfg->model_name), v) != 0)
+            return fail(err, len, "--model-name: empty or longer than %zu bytes",
+                        sizeof(cfg->model_name) - 1);
+        return CONFIG_OK;
+    case OPT_REDIS:
+        if (strncmp(v, "redis://", 8) != 0
+            || copy_str(cfg->redis_url, sizeof(cfg->redis_url), v) != 0)
+            return fail(err, len, "--redis: expected redis://HOST:PORT, got '%s'", v);
+        return CONFIG_OK;
+    case OPT_SIM_PROFILE:
+        if (copy_str(cfg->sim_profile, sizeof(cfg->sim_profile), v) != 0)
+            return fail(err, len, "--sim-profile: empty or too long");
+        return CONFIG_OK;
+    case OPT_KV_BLOCKS:
+        if (parse_long(v, 1, 1 << 24, &n) != 0)
+            return fail(err, len, "--kv-blocks: expected 1..16777216, got '%s'", v);
+        cfg->kv_blocks = (int) n;
+        return CONFIG_OK;
+    case OPT_BLOCK_TOKENS:
+        if (parse_long(v, 1, 4096, &n) != 0)
+            return fail(err, len, "--block-tokens: expected 1..4096, got '%s'", v);
+        cfg->block_tokens = (int) n;
+        return CONFIG_OK;
+    case OPT_MAX_BATCH:
+        if (parse_long(v, 1, 65536, &n) != 0)
+            return fail(err, len, "--max-batch: expected 1..65536, got '%s'", v);
+        cfg->max_batch = (int) n;
+        return CONFIG_OK;
+    case OPT_MAX_BATCH_TOKENS:
+        if (parse_long(v, 1, 1 << 20, &n) != 0)
+            return fail(err, len, "--max-batch-tokens: expected 1..1048576, got '%s'", v);
+        cfg->max_batch_tokens = (int) n;
+        return CONFIG_OK;
+    case OPT_MAX_MODEL_LEN:
+        if (parse_long(v, 1, 1 << 24, &n) != 0)
+            return fail(err, len, "--max-model-len: expected 1..16777216, got '%s'", v);
+        cfg->max_model_len = (int) n;
+        return CONFIG_OK;
+    case OPT_SEED:
+        if (parse_long(v, 0, LONG_MAX, &n) != 0)
+            return fail(err, len, "--seed: expected a non-negative integer, got '%s'", v);
+        cfg->seed = (uint64_t) n;
+        return CONFIG_OK;
+    case OPT_MAX_BODY:
+        if (parse_long(v, 1024, 1L << 30, &n) != 0)
+            return fail(err, len, "--max-body-bytes: expected 1024..1073741824, got '%s'", v);
+        cfg->max_body_bytes = (size_t) n;
+        return CONFIG_OK;
+    case OPT_SPEED:
+    case OPT_AGING:
+        errno = 0;
+        d = strtod(v, &end);
+        if (errno || end == v || *end || !(d >= 0 && d <= 1e6)
+            || (opt == OPT_AGING && d == 0))
+            return fail(err, len, "--%s: expected a %s number, got '%s'", name,
+                        opt == OPT_SPEED ? "non-negative" : "positive", v);
+        if (opt == OPT_SPEED)
+            cfg->speed = d;
+        else
+            cfg->priority_aging = d;
+        return CONFIG_OK;
+    }
+    return fail(err, len, "unknown option");
+}
+
+enum config_result config_parse(struct worker_config *cfg, int argc,
+    char **argv, char *err, size_t len)
+{
+    int opt, idx;
+
+    config_defaults(cfg);
+    opterr = 0;
+    optind = 1;
+    for (;;) {
+        idx = -1;
+        opt = getopt_long(argc, argv, "", options, &idx);
+        if (opt == -1)
+            break;
+        if (opt == '?' || opt == ':') {
+            const char *bad = argv[optind - 1];
+            return fail(err, len, "unknown option or missing value: '%s' "
+                        "(see --help)", bad ? bad : "?");
+        }
+        if (opt == OPT_HELP)
+            return CONFIG_HELP;
+        if (apply(cfg, opt, options[idx].name, optarg, err, len) != CONFIG_OK)
+            return CONFIG_ERROR;
+    }
+    if (optind < argc)
+        return fail(err, len, "unexpected argument '%s' (see --help)", argv[optind]);
+    if (cfg->max_batch_tokens < cfg->max_batch)
+        return fail(err, len, "--max-batch-tokens (%d) must be at least "
+                    "--max-batch (%d)", cfg->max_batch_tokens, cfg->max_batch);
+    if (strcmp(cfg->backend, "sim") != 0)
+        return fail(err, len, "--backend %s is not available in this build "
+                    "yet (only sim)", cfg->backend);
+    return CONFIG_OK;
+}

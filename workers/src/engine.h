@@ -1,0 +1,92 @@
+/*
+ * Engine: the scheduler, the KV cache and a backend, run on a thread of
+ * their own so that the HTTP thread never waits on model work.
+ *
+ * HTTP thread -> engine: engine_submit() and engine_cancel() put work in an
+ * inbox under a mutex and signal a condition variable the idle engine sleeps
+ * on.  Engine -> HTTP thread: after every step the engine appends the step's
+ * events (text, finish) to an outbox and, when the outbox was empty, calls
+ * the notify callback (the HTTP side makes it an event_active() on its
+ * libevent base), so bursts of steps cost one wakeup.
+ *
+ * Every submitted request gets exactly one ENGINE_FINISH event, its last;
+ * after it the engine never touches the request again and the HTTP side may
+ * free it.
+ */
+
+#ifndef LLMD_ENGINE_H
+#define LLMD_ENGINE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "backend.h"
+#include "config.h"
+#include "kv_blocks.h"
+#include "metrics.h"
+#include "request.h"
+#include "scheduler.h"
+
+enum engine_event_kind {
+    ENGINE_TEXT = 1,    /* text[0..len) follows what was sent before */
+    ENGINE_FINISH       /* req->finish says why; usage is in req */
+};
+
+#define ENGINE_EVENT_TEXT 46
+
+struct engine_event {
+    struct worker_request  *req;
+    uint8_t                 kind;
+    uint8_t                 len;
+    char                    text[ENGINE_EVENT_TEXT];
+};
+
+struct event_queue {
+    struct engine_event    *ev;
+    int                     n;
+    int                     cap;
+};
+
+struct engine {
+    struct worker_config        cfg;
+    struct backend              backend;
+    struct kv_manager           kv;
+    struct scheduler            sched;
+    struct worker_metrics      *metrics;
+    int                         max_model_len;
+
+    pthread_t                   thread;
+    bool                        started;
+    atomic_bool                 alive;
+
+    pthread_mutex_t             in_lock;
+    pthread_cond_t              in_wake;
+    struct worker_request      *inbox_head;
+    struct worker_request      *inbox_tail;
+    bool                        stopping;
+    atomic_int                  cancels_pending;
+
+    pthread_mutex_t             out_lock;
+    struct event_queue          outbox;
+    struct event_queue          step_events;    /* engine thread only */
+    void                      (*notify)(void *arg);
+    void                       *notify_arg;
+
+    int32_t                    *next_tokens;
+};
+
+/* Creates the backend, KV cache and scheduler; err gets a one-line reason. */
+int engine_init(struct engine *e, const struct worker_config *cfg,
+    struct worker_metrics *metrics, char *err, int err_len);
+int engine_start(struct engine *e, void (*notify)(void *), void *arg);
+void engine_stop(struct engine *e);
+void engine_destroy(struct engine *e);
+
+void engine_submit(struct engine *e, struct worker_request *r);
+void engine_cancel(struct engine *e, struct worker_request *r);
+
+/* Swap the outbox with *q (whose events the caller has consumed). */
+void engine_take_events(struct engine *e, struct event_queue *q);
+
+#endif

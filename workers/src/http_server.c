@@ -1,0 +1,673 @@
+/*
+ * HTTP server: routes, request hand-off to the engine, and streaming.
+ *
+ * A generation request becomes a `stream` (even when the client did not ask
+ * for SSE) that lives until the engine's FINISH event for it.  If the client
+ * goes away first the stream is marked closed and the engine is told to
+ * cancel, which frees the request's KV blocks at its next step; the stream
+ * itself is freed when the FINISH (abort) comes back, so no event can ever
+ * point at freed memory.
+ *
+ * Two ways to notice a client that went away: evhttp's close callback (a
+ * write to the socket failed), and an EV_CLOSED watcher on the socket (the
+ * peer hung up while we had nothing to write, e.g. the request is queued).
+ */
+
+#include "http_server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/thread.h>
+#include <event2/util.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "clock.h"
+#include "openai_api.h"
+
+struct stream {
+    struct http_server         *srv;
+    struct evhttp_request      *req;
+    struct evhttp_connection   *evcon;     /* NULL once evhttp freed it */
+    struct worker_request      *wr;
+    struct event               *close_watch;
+    enum api_kind               kind;
+    bool                        sse;
+    bool                        include_usage;
+    bool                        closed;     /* the client is gone */
+    bool                        dirty;      /* out has bytes to send */
+    bool                        finished;
+    char                        id[48];
+    long                        created;
+    char                       *prefix;     /* SSE chunk up to the text */
+    size_t                      prefix_len;
+    const char                 *suffix;
+    size_t                      suffix_len;
+    struct evbuffer            *out;        /* pending SSE, or the full text */
+};
+
+struct stream_list {
+    struct stream **s;
+    int             n;
+    int             cap;
+};
+
+struct http_server {
+    struct worker_config        cfg;
+    struct engine              *engine;
+    struct worker_metrics      *metrics;
+    struct event_base          *base;
+    struct evhttp              *http;
+    struct evhttp_bound_socket *bound;
+    struct event               *wakeup;
+    struct event               *sigint;
+    struct event               *sigterm;
+    struct event_queue          events;
+    struct stream_list          dirty;
+    struct stream_list          done;
+    long                        started;
+    uint64_t                    next_id;
+    uint64_t                    id_salt;
+};
+
+/* ------------------------------------------------------------------------ */
+/* small helpers */
+
+static int list_push(struct stream_list *l, struct stream *st)
+{
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 64;
+        void *p = realloc(l->s, sizeof(*l->s) * (size_t) cap);
+        if (p == NULL)
+            return -1;
+        l->s = p;
+        l->cap = cap;
+    }
+    l->s[l->n++] = st;
+    return 0;
+}
+
+static void send_body(struct evhttp_request *req, int status,
+    const char *content_type, const char *body, size_t len)
+{
+    struct evbuffer *buf = evbuffer_new();
+
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      content_type);
+    if (buf && body)
+        evbuffer_add(buf, body, len);
+    evhttp_send_reply(req, status, NULL, buf);
+    if (buf)
+        evbuffer_free(buf);
+}
+
+static void send_error(struct evhttp_request *req, const struct api_error *err)
+{
+    size_t len = 0;
+    char *body = api_render_error(err, &len);
+
+    send_body(req, err->status, "application/json", body, len);
+    free(body);
+}
+
+static void send_json(struct evhttp_request *req, char *body, size_t len)
+{
+    if (body == NULL) {
+        evhttp_send_error(req, 500, "Internal Server Error");
+        return;
+    }
+    send_body(req, 200, "application/json", body, len);
+    free(body);
+}
+
+/* ------------------------------------------------------------------------ */
+/* stream lifecycle */
+
+static void stream_client_gone(struct stream *st)
+{
+    if (st->closed || st->finished)
+        return;
+    st->closed = true;
+    engine_cancel(st->srv->engine, st->wr);
+}
+
+static void on_connection_close(struct evhttp_connection *evcon, void *arg)
+{
+    struct stream *st = arg;
+
+    (void) evcon;
+    /* evhttp is freeing the connection (and will close the socket): drop
+     * everything that refers to either */
+    st->evcon = NULL;
+    if (st->close_watch) {
+        event_free(st->close_watch);
+        st->close_watch = NULL;
+    }
+    stream_client_gone(st);
+}
+
+static void on_peer_closed(evutil_socket_t fd, short what, void *arg)
+{
+    (void) fd;
+    (void) what;
+    stream_client_gone(arg);
+}
+
+static void watch_client(struct stream *st)
+{
+    struct bufferevent *bev;
+    evutil_socket_t fd;
+
+    st->evcon = evhttp_request_get_connection(st->req);
+    if (st->evcon == NULL)
+        return;
+    evhttp_connection_set_closecb(st->evcon, on_connection_close, st);
+    bev = evhttp_connection_get_bufferevent(st->evcon);
+    fd = bev ? bufferevent_getfd(bev) : -1;
+    if (fd < 0)
+        return;
+    st->close_watch = event_new(st->srv->base, fd, EV_CLOSED, on_peer_closed, st);
+    if (st->close_watch && event_add(st->close_watch, NULL) != 0) {
+        event_free(st->close_watch);
+        st->close_watch = NULL;
+    }
+}
+
+static void stream_unwatch(struct stream *st)
+{
+    if (st->close_watch) {
+        event_free(st->close_watch);
+        st->close_watch = NULL;
+    }
+    if (st->evcon) {
+        evhttp_connection_set_closecb(st->evcon, NULL, NULL);
+        st->evcon = NULL;
+    }
+}
+
+static void stream_free(struct stream *st)
+{
+    stream_unwatch(st);
+    if (st->out)
+        evbuffer_free(st->out);
+    free(st->prefix);
+    request_free(st->wr);
+    free(st);
+}
+
+/* ------------------------------------------------------------------------ */
+/* engine events -> HTTP */
+
+static void add_sse_text(struct stream *st, const char *text, int len)
+{
+    char buf[2048];
+    size_t n = st->prefix_len;
+
+    if (n + 6 * (size_t) len + st->suffix_len > sizeof(buf)) {
+        char esc[6 * ENGINE_EVENT_TEXT];
+        evbuffer_add(st->out, st->prefix, st->prefix_len);
+        evbuffer_add(st->out, esc, json_escape(esc, text, (size_t) len));
+        evbuffer_add(st->out, st->suffix, st->suffix_len);
+        return;
+    }
+    /* one copy into the buffer instead of three small ones */
+    memcpy(buf, st->prefix, n);
+    n += json_escape(buf + n, text, (size_t) len);
+    memcpy(buf + n, st->suffix, st->suffix_len);
+    evbuffer_add(st->out, buf, n + st->suffix_len);
+}
+
+static void add_owned(struct evbuffer *out, char *s, size_t len)
+{
+    if (s) {
+        evbuffer_add(out, s, len);
+        free(s);
+    }
+}
+
+static void finish_sse(struct stream *st)
+{
+    struct worker_request *wr = st->wr;
+    const char *model = st->srv->cfg.model_name;
+    size_t len = 0;
+    char *s;
+
+    s = api_render_finish_chunk(st->kind, st->id, st->created, model,
+                                wr->finish, &len);
+    add_owned(st->out, s, len);
+    if (st->include_usage) {
+        s = api_render_usage_chunk(st->kind, st->id, st->created, model,
+                                   wr->n_prompt, wr->n_generated, &len);
+        add_owned(st->out, s, len);
+    }
+    evbuffer_add(st->out, "data: [DONE]\n\n", 14);
+    st->dirty = true;
+}
+
+static void finish_plain(struct stream *st)
+{
+    struct worker_request *wr = st->wr;
+    size_t len = 0, text_len = evbuffer_get_length(st->out);
+    const char *text = (const char *) evbuffer_pullup(st->out, -1);
+    char *body;
+
+    if (wr->finish == FINISH_ABORT) {
+        struct api_error err;
+        api_error_set(&err, 503, "server_error", NULL, NULL,
+                      "the request was aborted by the worker");
+        send_error(st->req, &err);
+        return;
+    }
+    body = api_render_response(st->kind, st->id, st->created,
+                               st->srv->cfg.model_name, text ? text : "",
+                               text_len, wr->finish, wr->n_prompt,
+                               wr->n_generated, &len);
+    send_json(st->req, body, len);
+}
+
+static void handle_event(struct http_server *srv, const struct engine_event *ev)
+{
+    struct stream *st = ev->req->client;
+
+    if (ev->kind == ENGINE_TEXT) {
+        if (st->closed)
+            return;
+        if (st->sse) {
+            add_sse_text(st, ev->text, ev->len);
+            if (!st->dirty) {
+                st->dirty = true;
+                if (list_push(&srv->dirty, st) != 0)
+                    st->dirty = false;  /* sent with the next event */
+            }
+        } else {
+            evbuffer_add(st->out, ev->text, ev->len);
+        }
+        return;
+    }
+
+    /* FINISH: the engine is done with the request */
+    st->finished = true;
+    stream_unwatch(st);
+    if (st->closed) {
+        /* frees the request whether or not evhttp still has a connection */
+        if (st->sse)
+            evhttp_send_reply_end(st->req);
+        else
+            evhttp_send_error(st->req, 499, "Client Closed Request");
+        stream_free(st);
+        return;
+    }
+    if (!st->sse) {
+        finish_plain(st);
+        stream_free(st);
+        return;
+    }
+    finish_sse(st);
+    if (list_push(&srv->done, st) != 0) {
+        evhttp_send_reply_chunk(st->req, st->out);
+        evhttp_send_reply_end(st->req);
+        st->dirty = false;
+        /* it may still be on the dirty list: leak it rather than risk a
+         * dangling pointer (only when memory is exhausted) */
+        return;
+    }
+}
+
+static void on_wakeup(evutil_socket_t fd, short what, void *arg)
+{
+    struct http_server *srv = arg;
+
+    (void) fd;
+    (void) what;
+    engine_take_events(srv->engine, &srv->events);
+    for (int i = 0; i < srv->events.n; i++)
+        handle_event(srv, &srv->events.ev[i]);
+
+    /* one HTTP chunk per stream per wakeup, however many tokens it holds */
+    for (int i = 0; i < srv->dirty.n; i++) {
+        struct stream *st = srv->dirty.s[i];
+        if (st->dirty && !st->closed)
+            evhttp_send_reply_chunk(st->req, st->out);
+        st->dirty = false;
+    }
+    srv->dirty.n = 0;
+    for (int i = 0; i < srv->done.n; i++) {
+        struct stream *st = srv->done.s[i];
+        if (evbuffer_get_length(st->out) > 0)
+            evhttp_send_reply_chunk(st->req, st->out);
+        evhttp_send_reply_end(st->req);
+        stream_free(st);
+    }
+    srv->done.n = 0;
+}
+
+void http_server_notify(void *arg)
+{
+    struct http_server *srv = arg;
+
+    event_active(srv->wakeup, EV_READ, 0);
+}
+
+/* ------------------------------------------------------------------------ */
+/* generation endpoints */
+
+static int header_priority(struct evhttp_request *req, struct api_request *rq,
+    struct api_error *err)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                       "X-LLMD-Priority");
+    char *end;
+    long v;
+
+    if (h == NULL)
+        return 0;
+    errno = 0;
+    v = strtol(h, &end, 10);
+    if (errno || end == h || *end || v < -1000000 || v > 1000000) {
+        api_error_set(err, 400, "invalid_request_error", "X-LLMD-Priority",
+                      NULL, "X-LLMD-Priority must be an integer in "
+                      "[-1000000, 1000000]");
+        return -1;
+    }
+    /* the header, set by the gateway, wins over the body field */
+    rq->params.priority = (int) v;
+    return 0;
+}
+
+static struct stream *stream_new(struct http_server *srv,
+    struct evhttp_request *req, const struct api_request *rq,
+    struct worker_request *wr)
+{
+    struct stream *st = calloc(1, sizeof(*st));
+    char prefix[2048];
+    int n;
+
+    if (st == NULL)
+        return NULL;
+    st->srv = srv;
+    st->req = req;
+    st->wr = wr;
+    st->kind = rq->kind;
+    st->sse = rq->stream;
+    st->include_usage = rq->include_usage;
+    st->created = (long) time(NULL);
+    snprintf(st->id, sizeof(st->id), "%s-%016" PRIx64,
+             rq->kind == API_CHAT ? "chatcmpl" : "cmpl",
+             (uint64_t) XXH3_64bits_withSeed(&wr->id, sizeof(wr->id), srv->id_salt));
+    st->out = evbuffer_new();
+    n = api_chunk_prefix(rq->kind, st->id, st->created, srv->cfg.model_name,
+                         prefix, sizeof(prefix));
+    if (st->out == NULL || n < 0 || (size_t) n >= sizeof(prefix)
+        || (st->prefix = malloc((size_t) n)) == NULL) {
+        if (st->out)
+            evbuffer_free(st->out);
+        free(st);
+        return NULL;
+    }
+    memcpy(st->prefix, prefix, (size_t) n);
+    st->prefix_len = (size_t) n;
+    st->suffix = api_chunk_suffix_for(rq->kind, &st->suffix_len);
+    return st;
+}
+
+static void handle_generate(struct http_server *srv, struct evhttp_request *req,
+    enum api_kind kind)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    struct api_request rq;
+    struct api_error err;
+    struct worker_request *wr;
+    struct stream *st;
+    const char *body;
+
+    if (len > srv->cfg.max_body_bytes) {
+        api_error_set(&err, 413, "invalid_request_error", NULL,
+                      "request_too_large", "the request body is %zu bytes; "
+                      "the limit is %zu bytes", len, srv->cfg.max_body_bytes);
+        send_error(req, &err);
+        return;
+    }
+    body = (const char *) evbuffer_pullup(in, -1);
+    if (api_parse_request(kind, body ? body : "", len, &rq, &err) != 0) {
+        send_error(req, &err);
+        return;
+    }
+    if (rq.model[0] && strcmp(rq.model, srv->cfg.model_name) != 0) {
+        api_error_set(&err, 404, "invalid_request_error", "model",
+                      "model_not_found", "The model `%s` does not exist.",
+                      rq.model);
+        goto fail;
+    }
+    if (header_priority(req, &rq, &err) != 0
+        || api_fit_context(&rq, srv->engine->max_model_len, &err) != 0)
+        goto fail;
+    if (!rq.has_seed)
+        rq.params.seed = srv->cfg.seed;
+
+    wr = request_new(rq.prompt, rq.n_prompt, &rq.params,
+                     srv->cfg.block_tokens);
+    if (wr == NULL)
+        goto oom;
+    wr->id = ++srv->next_id;
+    wr->arrival = now_seconds();
+    st = stream_new(srv, req, &rq, wr);
+    if (st == NULL) {
+        request_free(wr);
+        goto oom;
+    }
+    wr->client = st;
+    api_request_free(&rq);
+
+    if (st->sse) {
+        struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+        evhttp_add_header(h, "Content-Type", "text/event-stream");
+        evhttp_add_header(h, "Cache-Control", "no-cache");
+        evhttp_send_reply_start(req, 200, "OK");
+        if (kind == API_CHAT) {
+            size_t n = 0;
+            char *role = api_render_role_chunk(st->id, st->created,
+                                               srv->cfg.model_name, &n);
+            add_owned(st->out, role, n);
+            evhttp_send_reply_chunk(req, st->out);
+        }
+    }
+    watch_client(st);
+    engine_submit(srv->engine, wr);
+    return;
+
+oom:
+    api_error_set(&err, 503, "server_error", NULL, NULL, "out of memory");
+fail:
+    api_request_free(&rq);
+    send_error(req, &err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* other endpoints and routing */
+
+static void handle_metrics(struct http_server *srv, struct evhttp_request *req)
+{
+    size_t len = 0;
+    char *text = metrics_render(srv->metrics, srv->cfg.model_name, &len);
+
+    if (text == NULL) {
+        evhttp_send_error(req, 500, "Internal Server Error");
+        return;
+    }
+    send_body(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    struct http_server *srv = arg;
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    bool get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
+    struct api_error err;
+    size_t len = 0;
+    int want_post = -1;     /* the route's method: 1 POST, 0 GET */
+
+    if (path == NULL)
+        path = "/";
+    if (strcmp(path, "/v1/completions") == 0) {
+        want_post = 1;
+        if (cmd == EVHTTP_REQ_POST) {
+            handle_generate(srv, req, API_COMPLETIONS);
+            return;
+        }
+    } else if (strcmp(path, "/v1/chat/completions") == 0) {
+        want_post = 1;
+        if (cmd == EVHTTP_REQ_POST) {
+            handle_generate(srv, req, API_CHAT);
+            return;
+        }
+    } else if (strcmp(path, "/v1/models") == 0) {
+        want_post = 0;
+        if (get) {
+            char *body = api_render_models(srv->cfg.model_name, srv->started,
+                                           srv->engine->max_model_len, &len);
+            send_json(req, body, len);
+            return;
+        }
+    } else if (strcmp(path, "/health") == 0) {
+        want_post = 0;
+        if (get) {
+            bool up = atomic_load(&srv->engine->alive);
+            send_body(req, up ? 200 : 503, "text/plain", NULL, 0);
+            return;
+        }
+    } else if (strcmp(path, "/metrics") == 0) {
+        want_post = 0;
+        if (get) {
+            handle_metrics(srv, req);
+            return;
+        }
+    }
+    if (want_post >= 0)
+        api_error_set(&err, 405, "invalid_request_error", NULL,
+                      "method_not_allowed", "%s accepts %s only", path,
+                      want_post ? "POST" : "GET");
+    else
+        api_error_set(&err, 404, "invalid_request_error", NULL, "not_found",
+                      "no route for %s", path);
+    send_error(req, &err);
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct http_server *srv = arg;
+
+    (void) sig;
+    (void) what;
+    event_base_loopexit(srv->base, NULL);
+}
+
+struct http_server *http_server_new(const struct worker_config *cfg,
+    struct engine *engine, struct worker_metrics *metrics,
+    char *err, int err_len)
+{
+    struct http_server *srv = calloc(1, sizeof(*srv));
+
+    if (srv == NULL || evthread_use_pthreads() != 0) {
+        snprintf(err, (size_t) err_len, "cannot set up libevent threads");
+        free(srv);
+        return NULL;
+    }
+    srv->cfg = *cfg;
+    srv->engine = engine;
+    srv->metrics = metrics;
+    srv->started = (long) time(NULL);
+    srv->id_salt = (uint64_t) getpid() ^ ((uint64_t) srv->started << 20);
+    srv->base = event_base_new();
+    srv->http = srv->base ? evhttp_new(srv->base) : NULL;
+    if (srv->http == NULL) {
+        snprintf(err, (size_t) err_len, "cannot create the HTTP server");
+        http_server_free(srv);
+        return NULL;
+    }
+    /* bodies over the limit get our own 413 (OpenAI format); evhttp's cap
+     * only protects memory against much larger ones */
+    evhttp_set_max_body_size(srv->http, (ev_ssize_t) cfg->max_body_bytes * 4);
+    evhttp_set_max_headers_size(srv->http, 64 * 1024);
+    evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST
+                               | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT
+                               | EVHTTP_REQ_DELETE);
+    evhttp_set_timeout(srv->http, 600);
+    evhttp_set_gencb(srv->http, on_request, srv);
+
+    srv->bound = evhttp_bind_socket_with_handle(srv->http, cfg->listen_host,
+                                                (ev_uint16_t) cfg->listen_port);
+    if (srv->bound == NULL) {
+        snprintf(err, (size_t) err_len, "cannot listen on %s:%d: %s",
+                 cfg->listen_host, cfg->listen_port, strerror(errno));
+        http_server_free(srv);
+        return NULL;
+    }
+    srv->wakeup = event_new(srv->base, -1, 0, on_wakeup, srv);
+    srv->sigint = evsignal_new(srv->base, SIGINT, on_signal, srv);
+    srv->sigterm = evsignal_new(srv->base, SIGTERM, on_signal, srv);
+    if (!srv->wakeup || !srv->sigint || !srv->sigterm) {
+        snprintf(err, (size_t) err_len, "cannot create events");
+        http_server_free(srv);
+        return NULL;
+    }
+    event_add(srv->sigint, NULL);
+    event_add(srv->sigterm, NULL);
+    return srv;
+}
+
+int http_server_port(const struct http_server *srv)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    evutil_socket_t fd = evhttp_bound_socket_get_fd(srv->bound);
+
+    if (getsockname(fd, (struct sockaddr *) &ss, &len) != 0)
+        return -1;
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *) &ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *) &ss)->sin_port);
+}
+
+int http_server_run(struct http_server *srv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    return event_base_dispatch(srv->base);
+}
+
+void http_server_free(struct http_server *srv)
+{
+    if (srv == NULL)
+        return;
+    if (srv->http)
+        evhttp_free(srv->http);
+    if (srv->wakeup)
+        event_free(srv->wakeup);
+    if (srv->sigint)
+        event_free(srv->sigint);
+    if (srv->sigterm)
+        event_free(srv->sigterm);
+    if (srv->base)
+        event_base_free(srv->base);
+    free(srv->events.ev);
+    free(srv->dirty.s);
+    free(srv->done.s);
+    free(srv);
+}

@@ -1,0 +1,63 @@
+/*
+ * llmd-worker: an OpenAI-compatible inference worker.
+ *
+ *   flags -> engine thread (scheduler, KV cache, backend) -> HTTP loop
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "engine.h"
+#include "http_server.h"
+#include "metrics.h"
+
+int main(int argc, char **argv)
+{
+    static struct worker_config cfg;
+    static struct worker_metrics metrics;
+    static struct engine engine;
+    struct http_server *srv;
+    char err[512];
+    int port;
+
+    switch (config_parse(&cfg, argc, argv, err, sizeof(err))) {
+    case CONFIG_HELP:
+        fputs(config_usage, stdout);
+        return 0;
+    case CONFIG_ERROR:
+        fprintf(stderr, "llmd-worker: %s\n", err);
+        return 2;
+    case CONFIG_OK:
+        break;
+    }
+
+    if (engine_init(&engine, &cfg, &metrics, err, sizeof(err)) != 0) {
+        fprintf(stderr, "llmd-worker: %s\n", err);
+        return 2;
+    }
+    srv = http_server_new(&cfg, &engine, &metrics, err, sizeof(err));
+    if (srv == NULL) {
+        fprintf(stderr, "llmd-worker: %s\n", err);
+        engine_destroy(&engine);
+        return 1;
+    }
+    if (engine_start(&engine, http_server_notify, srv) != 0) {
+        fprintf(stderr, "llmd-worker: cannot start the engine thread\n");
+        http_server_free(srv);
+        engine_destroy(&engine);
+        return 1;
+    }
+    port = http_server_port(srv);
+    fprintf(stderr, "llmd-worker: listening on %s:%d (backend %s, model %s, "
+            "context %d, %d KV blocks of %d tokens)\n", cfg.listen_host, port,
+            cfg.backend, cfg.model_name, engine.max_model_len, cfg.kv_blocks,
+            cfg.block_tokens);
+
+    http_server_run(srv);
+    engine_stop(&engine);
+    http_server_free(srv);
+    engine_destroy(&engine);
+    return 0;
+}

@@ -1,0 +1,591 @@
+/*
+ * OpenAI-compatible request parsing (jansson) and response rendering.
+ *
+ * The prompt is turned into the canonical prompt bytes that the gateway
+ * hashes for prefix routing (common/llmd_request.h, version 1):
+ *   prompt "text"              -> the text
+ *   prompt ["text"]            -> the text, RS
+ *   prompt [ids] / [[ids]]     -> the ids themselves (byte-level, 0..255)
+ *   messages [{role, content}] -> per message: content (each part of an
+ *                                 array content followed by GS), US, role, RS
+ * The byte-level tokenizer then makes each byte one token.
+ */
+
+#include "openai_api.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tokenizer.h"
+
+#define SEP_RS  0x1e
+#define SEP_US  0x1f
+#define SEP_GS  0x1d
+
+void api_error_set(struct api_error *err, int status, const char *type,
+    const char *param, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+
+    err->status = status;
+    err->type = type;
+    err->param = param;
+    err->code = code;
+    va_start(ap, fmt);
+    vsnprintf(err->message, sizeof(err->message), fmt, ap);
+    va_end(ap);
+}
+
+#define BAD(param, ...) \
+    (api_error_set(err, 400, "invalid_request_error", param, NULL, __VA_ARGS__), -1)
+
+/* ------------------------------------------------------------------------ */
+/* a growable byte buffer for the canonical prompt */
+
+struct bytes {
+    char   *p;
+    size_t  len;
+    size_t  cap;
+};
+
+static int bytes_add(struct bytes *b, const void *data, size_t n)
+{
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *p;
+        while (cap < b->len + n)
+            cap *= 2;
+        if ((p = realloc(b->p, cap)) == NULL)
+            return -1;
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, data, n);
+    b->len += n;
+    return 0;
+}
+
+static int bytes_addc(struct bytes *b, char c)
+{
+    return bytes_add(b, &c, 1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* prompt forms */
+
+static int ids_prompt(struct api_request *rq, json_t *arr, struct api_error *err)
+{
+    size_t n = json_array_size(arr), i;
+    json_t *v;
+
+    rq->prompt = malloc(sizeof(int32_t) * (n ? n : 1));
+    if (rq->prompt == NULL)
+        return BAD("prompt", "out of memory");
+    json_array_foreach(arr, i, v) {
+        json_int_t id = json_integer_value(v);
+        if (!json_is_integer(v) || id < 0 || id >= TOKENIZER_VOCAB)
+            return BAD("prompt", "prompt token ids must be integers in "
+                       "[0, %d)", TOKENIZER_VOCAB);
+        rq->prompt[i] = (int32_t) id;
+    }
+    rq->n_prompt = (int) n;
+    return 0;
+}
+
+static int completion_prompt(struct api_request *rq, json_t *prompt,
+    struct bytes *b, struct api_error *err)
+{
+    json_t *first;
+
+    if (json_is_string(prompt))
+        return bytes_add(b, json_string_value(prompt),
+                         json_string_length(prompt)) ? BAD("prompt", "out of memory") : 0;
+    if (!json_is_array(prompt) || json_array_size(prompt) == 0)
+        return BAD("prompt", "'prompt' must be a string, an array of one "
+                   "string, or an array of token ids");
+    first = json_array_get(prompt, 0);
+    if (json_is_integer(first))
+        return ids_prompt(rq, prompt, err);
+    if (json_array_size(prompt) > 1)
+        return BAD("prompt", "only one prompt per request is supported");
+    if (json_is_array(first))
+        return ids_prompt(rq, first, err);
+    if (!json_is_string(first))
+        return BAD("prompt", "'prompt' must be a string, an array of one "
+                   "string, or an array of token ids");
+    if (bytes_add(b, json_string_value(first), json_string_length(first))
+        || bytes_addc(b, SEP_RS))
+        return BAD("prompt", "out of memory");
+    return 0;
+}
+
+static int chat_prompt(json_t *messages, struct bytes *b, struct api_error *err)
+{
+    size_t i, j;
+    json_t *msg, *part;
+
+    if (!json_is_array(messages) || json_array_size(messages) == 0)
+        return BAD("messages", "'messages' must be a non-empty array");
+    json_array_foreach(messages, i, msg) {
+        json_t *role = json_object_get(msg, "role");
+        json_t *content = json_object_get(msg, "content");
+        int rc = 0;
+
+        if (!json_is_object(msg) || !json_is_string(role))
+            return BAD("messages", "messages[%zu] needs a string 'role'", i);
+        if (json_is_string(content)) {
+            rc |= bytes_add(b, json_string_value(content),
+                            json_string_length(content));
+        } else if (json_is_array(content)) {
+            json_array_foreach(content, j, part) {
+                json_t *text = json_object_get(part, "text");
+                if (!json_is_string(text))
+                    return BAD("messages", "messages[%zu].content[%zu]: only "
+                               "text parts are supported", i, j);
+                rc |= bytes_add(b, json_string_value(text),
+                                json_string_length(text));
+                rc |= bytes_addc(b, SEP_GS);
+            }
+        } else if (content != NULL && !json_is_null(content)) {
+            return BAD("messages", "messages[%zu].content must be a string "
+                       "or an array of parts", i);
+        }
+        rc |= bytes_addc(b, SEP_US);
+        rc |= bytes_add(b, json_string_value(role), json_string_length(role));
+        rc |= bytes_addc(b, SEP_RS);
+        if (rc)
+            return BAD("messages", "out of memory");
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* sampling and output fields */
+
+static bool absent(json_t *v)
+{
+    return v == NULL || json_is_null(v);
+}
+
+static int parse_stop(struct gen_params *p, json_t *stop, struct api_error *err)
+{
+    json_t *v;
+    size_t i;
+
+    if (absent(stop))
+        return 0;
+    if (json_is_string(stop)) {
+        v = stop;
+        stop = json_array();
+        json_array_append(stop, v);
+    } else if (!json_is_array(stop)) {
+        return BAD("stop", "'stop' must be a string or an array of strings");
+    } else {
+        json_incref(stop);
+    }
+    if (json_array_size(stop) > REQ_MAX_STOP) {
+        json_decref(stop);
+        return BAD("stop", "at most %d stop sequences are supported", REQ_MAX_STOP);
+    }
+    json_array_foreach(stop, i, v) {
+        size_t len = json_string_length(v);
+        if (!json_is_string(v) || len == 0 || len > REQ_MAX_STOP_LEN
+            || memchr(json_string_value(v), 0, len)) {
+            json_decref(stop);
+            return BAD("stop", "stop sequences must be strings of 1 to %d bytes",
+                       REQ_MAX_STOP_LEN);
+        }
+        memcpy(p->stop[p->n_stop], json_string_value(v), len);
+        p->stop[p->n_stop++][len] = '\0';
+    }
+    json_decref(stop);
+    return 0;
+}
+
+static int parse_number(json_t *v, const char *name, double min, double max,
+    bool min_open, double *out, struct api_error *err)
+{
+    double d;
+
+    if (absent(v))
+        return 0;
+    if (!json_is_number(v))
+        return BAD(name, "'%s' must be a number", name);
+    d = json_number_value(v);
+    if (d < min || d > max || (min_open && d == min))
+        return BAD(name, "'%s' must be in %s%g, %g]", name, min_open ? "(" : "[",
+                   min, max);
+    *out = d;
+    return 0;
+}
+
+static int parse_fields(struct api_request *rq, json_t *root,
+    struct api_error *err)
+{
+    json_t *v;
+    struct gen_params *p = &rq->params;
+
+    v = json_object_get(root, "model");
+    if (!absent(v)) {
+        if (!json_is_string(v) || json_string_length(v) >= sizeof(rq->model))
+            return BAD("model", "'model' must be a string");
+        strcpy(rq->model, json_string_value(v));
+    }
+    v = json_object_get(root, "stream");
+    if (!absent(v)) {
+        if (!json_is_boolean(v))
+            return BAD("stream", "'stream' must be a boolean");
+        rq->stream = json_is_true(v);
+    }
+    v = json_object_get(root, "stream_options");
+    if (!absent(v)) {
+        json_t *u = json_object_get(v, "include_usage");
+        if (!json_is_object(v) || (!absent(u) && !json_is_boolean(u)))
+            return BAD("stream_options", "'stream_options' must be an object "
+                       "with a boolean 'include_usage'");
+        rq->include_usage = json_is_true(u);
+    }
+
+    rq->max_tokens = -1;
+    for (int i = 0; i < 2; i++) {
+        const char *name = i ? "max_completion_tokens" : "max_tokens";
+        v = json_object_get(root, name);
+        if (absent(v))
+            continue;
+        if (!json_is_integer(v) || json_integer_value(v) < 1
+            || json_integer_value(v) > 1 << 24)
+            return BAD(name, "'%s' must be a positive integer", name);
+        rq->max_tokens = (int) json_integer_value(v);
+    }
+    v = json_object_get(root, "n");
+    if (!absent(v) && (!json_is_integer(v) || json_integer_value(v) != 1))
+        return BAD("n", "only n=1 is supported");
+
+    p->temperature = 1.0;
+    p->top_p = 1.0;
+    if (parse_number(json_object_get(root, "temperature"), "temperature",
+                     0, 2, false, &p->temperature, err)
+        || parse_number(json_object_get(root, "top_p"), "top_p",
+                        0, 1, true, &p->top_p, err))
+        return -1;
+    v = json_object_get(root, "seed");
+    if (!absent(v)) {
+        if (!json_is_integer(v))
+            return BAD("seed", "'seed' must be an integer");
+        p->seed = (uint64_t) json_integer_value(v);
+        rq->has_seed = true;
+    }
+    v = json_object_get(root, "priority");
+    if (!absent(v)) {
+        if (!json_is_integer(v) || json_integer_value(v) < -1000000
+            || json_integer_value(v) > 1000000)
+            return BAD("priority", "'priority' must be an integer in "
+                       "[-1000000, 1000000]");
+        p->priority = (int) json_integer_value(v);
+        rq->has_priority = true;
+    }
+    v = json_object_get(root, "user");
+    if (!absent(v) && !json_is_string(v))
+        return BAD("user", "'user' must be a string");
+    return parse_stop(p, json_object_get(root, "stop"), err);
+}
+
+int api_parse_request(enum api_kind kind, const char *body, size_t len,
+    struct api_request *rq, struct api_error *err)
+{
+    json_error_t jerr;
+    json_t *root;
+    struct bytes b = { 0 };
+    int rc;
+
+    memset(rq, 0, sizeof(*rq));
+    rq->kind = kind;
+    root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL)
+        return BAD(NULL, "invalid JSON body: %s (line %d, column %d)",
+                   jerr.text, jerr.line, jerr.column);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return BAD(NULL, "the request body must be a JSON object");
+    }
+
+    rc = parse_fields(rq, root, err);
+    if (rc == 0 && kind == API_COMPLETIONS) {
+        json_t *prompt = json_object_get(root, "prompt");
+        rc = absent(prompt) ? BAD("prompt", "'prompt' is required")
+                            : completion_prompt(rq, prompt, &b, err);
+    } else if (rc == 0) {
+        rc = chat_prompt(json_object_get(root, "messages"), &b, err);
+    }
+    json_decref(root);
+
+    if (rc == 0 && rq->prompt == NULL) {
+        rq->prompt = malloc(sizeof(int32_t) * (b.len ? b.len : 1));
+        if (rq->prompt == NULL)
+            rc = BAD(NULL, "out of memory");
+        else
+            rq->n_prompt = tokenizer_encode(b.p, b.len, rq->prompt);
+    }
+    free(b.p);
+    if (rc == 0 && rq->n_prompt == 0)
+        rc = BAD(kind == API_CHAT ? "messages" : "prompt", "the prompt is empty");
+    if (rc != 0)
+        api_request_free(rq);
+    return rc;
+}
+
+void api_request_free(struct api_request *rq)
+{
+    free(rq->prompt);
+    rq->prompt = NULL;
+}
+
+int api_fit_context(struct api_request *rq, int max_model_len,
+    struct api_error *err)
+{
+    const char *param = rq->kind == API_CHAT ? "messages" : "prompt";
+
+    if (rq->n_prompt >= max_model_len) {
+        api_error_set(err, 400, "invalid_request_error", param,
+                      "context_length_exceeded",
+                      "This model's maximum context length is %d tokens. "
+                      "However, your prompt has %d tokens; reduce its length.",
+                      max_model_len, rq->n_prompt);
+        return -1;
+    }
+    if (rq->max_tokens < 0) {
+        /* OpenAI's legacy default for completions; chat may use the rest */
+        rq->max_tokens = max_model_len - rq->n_prompt;
+        if (rq->kind == API_COMPLETIONS && rq->max_tokens > 16)
+            rq->max_tokens = 16;
+    } else if (rq->n_prompt + rq->max_tokens > max_model_len) {
+        api_error_set(err, 400, "invalid_request_error", "max_tokens",
+                      "context_length_exceeded",
+                      "This model's maximum context length is %d tokens. "
+                      "However, you requested %d tokens (%d in the %s, %d in "
+                      "the completion). Reduce the length of the %s or "
+                      "completion.", max_model_len,
+                      rq->n_prompt + rq->max_tokens, rq->n_prompt, param,
+                      rq->max_tokens, param);
+        return -1;
+    }
+    rq->params.max_tokens = rq->max_tokens;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* rendering */
+
+static const char *finish_name(enum finish_reason why)
+{
+    switch (why) {
+    case FINISH_STOP:   return "stop";
+    case FINISH_LENGTH: return "length";
+    case FINISH_ABORT:  return "abort";
+    default:            return NULL;
+    }
+}
+
+static char *dump(json_t *obj, size_t *len)
+{
+    char *s = json_dumps(obj, JSON_COMPACT);
+
+    json_decref(obj);
+    if (s)
+        *len = strlen(s);
+    return s;
+}
+
+static char *dump_sse(json_t *obj, size_t *len)
+{
+    size_t n = 0;
+    char *body = dump(obj, &n), *out;
+
+    if (body == NULL)
+        return NULL;
+    out = malloc(n + 9);
+    if (out) {
+        memcpy(out, "data: ", 6);
+        memcpy(out + 6, body, n);
+        memcpy(out + 6 + n, "\n\n", 3);
+        *len = n + 8;
+    }
+    free(body);
+    return out;
+}
+
+static json_t *opt_string(const char *s)
+{
+    return s ? json_string(s) : json_null();
+}
+
+char *api_render_error(const struct api_error *err, size_t *len)
+{
+    json_t *e = json_pack("{s:s, s:s, s:o, s:o}",
+                          "message", err->message,
+                          "type", err->type ? err->type : "invalid_request_error",
+                          "param", opt_string(err->param),
+                          "code", opt_string(err->code));
+
+    return dump(json_pack("{s:o}", "error", e), len);
+}
+
+static json_t *usage(int prompt_tokens, int completion_tokens)
+{
+    return json_pack("{s:i, s:i, s:i}", "prompt_tokens", prompt_tokens,
+                     "completion_tokens", completion_tokens,
+                     "total_tokens", prompt_tokens + completion_tokens);
+}
+
+char *api_render_response(enum api_kind kind, const char *id, long created,
+    const char *model, const char *text, size_t text_len,
+    enum finish_reason why, int prompt_tokens, int completion_tokens,
+    size_t *len)
+{
+    json_t *choice;
+
+    if (kind == API_CHAT)
+        choice = json_pack("{s:i, s:{s:s, s:s%}, s:n, s:o}", "index", 0,
+                           "message", "role", "assistant", "content", text, text_len,
+                           "logprobs", "finish_reason", opt_string(finish_name(why)));
+    else
+        choice = json_pack("{s:i, s:s%, s:n, s:o}", "index", 0,
+                           "text", text, text_len, "logprobs",
+                           "finish_reason", opt_string(finish_name(why)));
+    return dump(json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}",
+                          "id", id,
+                          "object", kind == API_CHAT ? "chat.completion"
+                                                     : "text_completion",
+                          "created", (json_int_t) created, "model", model,
+                          "choices", choice,
+                          "usage", usage(prompt_tokens, completion_tokens)),
+                len);
+}
+
+char *api_render_models(const char *model, long created, int max_model_len,
+    size_t *len)
+{
+    return dump(json_pack("{s:s, s:[{s:s, s:s, s:I, s:s, s:s, s:n, s:i}]}",
+                          "object", "list", "data",
+                          "id", model, "object", "model",
+                          "created", (json_int_t) created,
+                          "owned_by", "llmd", "root", model, "parent",
+                          "max_model_len", max_model_len),
+                len);
+}
+
+static const char chat_chunk_suffix[] =
+    "\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n";
+static const char completion_chunk_suffix[] =
+    "\",\"logprobs\":null,\"finish_reason\":null}]}\n\n";
+
+int api_chunk_prefix(enum api_kind kind, const char *id, long created,
+    const char *model, char *buf, size_t size)
+{
+    char esc[6 * 256 + 1];
+    size_t n = strlen(model);
+
+    if (n > 256)
+        n = 256;
+    esc[json_escape(esc, model, n)] = '\0';
+    if (kind == API_CHAT)
+        return snprintf(buf, size,
+                        "data: {\"id\":\"%s\",\"object\":\"chat.completion.chunk\","
+                        "\"created\":%ld,\"model\":\"%s\",\"choices\":[{\"index\":0,"
+                        "\"delta\":{\"content\":\"", id, created, esc);
+    return snprintf(buf, size,
+                    "data: {\"id\":\"%s\",\"object\":\"text_completion\","
+                    "\"created\":%ld,\"model\":\"%s\",\"choices\":[{\"index\":0,"
+                    "\"text\":\"", id, created, esc);
+}
+
+/* The suffix differs by kind only in the closing brace of "delta". */
+const char *api_chunk_suffix_for(enum api_kind kind, size_t *len)
+{
+    if (kind == API_CHAT) {
+        *len = sizeof(chat_chunk_suffix) - 1;
+        return chat_chunk_suffix;
+    }
+    *len = sizeof(completion_chunk_suffix) - 1;
+    return completion_chunk_suffix;
+}
+
+static json_t *chunk(enum api_kind kind, const char *id, long created,
+    const char *model, json_t *choices)
+{
+    return json_pack("{s:s, s:s, s:I, s:s, s:o}", "id", id,
+                     "object", kind == API_CHAT ? "chat.completion.chunk"
+                                                : "text_completion",
+                     "created", (json_int_t) created, "model", model,
+                     "choices", choices);
+}
+
+char *api_render_role_chunk(const char *id, long created, const char *model,
+    size_t *len)
+{
+    json_t *choice = json_pack("{s:i, s:{s:s, s:s}, s:n, s:n}", "index", 0,
+                               "delta", "role", "assistant", "content", "",
+                               "logprobs", "finish_reason");
+
+    return dump_sse(chunk(API_CHAT, id, created, model, json_pack("[o]", choice)),
+                    len);
+}
+
+char *api_render_finish_chunk(enum api_kind kind, const char *id, long created,
+    const char *model, enum finish_reason why, size_t *len)
+{
+    json_t *choice;
+
+    if (kind == API_CHAT)
+        choice = json_pack("{s:i, s:{}, s:n, s:o}", "index", 0, "delta",
+                           "logprobs", "finish_reason", opt_string(finish_name(why)));
+    else
+        choice = json_pack("{s:i, s:s, s:n, s:o}", "index", 0, "text", "",
+                           "logprobs", "finish_reason", opt_string(finish_name(why)));
+    return dump_sse(chunk(kind, id, created, model, json_pack("[o]", choice)), len);
+}
+
+char *api_render_usage_chunk(enum api_kind kind, const char *id, long created,
+    const char *model, int prompt_tokens, int completion_tokens, size_t *len)
+{
+    json_t *c = chunk(kind, id, created, model, json_array());
+
+    json_object_set_new(c, "usage", usage(prompt_tokens, completion_tokens));
+    return dump_sse(c, len);
+}
+
+size_t json_escape(char *dst, const char *src, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char) src[i];
+
+        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x7f) {
+            dst[o++] = (char) c;
+            continue;
+        }
+        dst[o++] = '\\';
+        switch (c) {
+        case '"':  dst[o++] = '"';  break;
+        case '\\': dst[o++] = '\\'; break;
+        case '\n': dst[o++] = 'n';  break;
+        case '\r': dst[o++] = 'r';  break;
+        case '\t': dst[o++] = 't';  break;
+        default:
+            /* control bytes and, since the tokenizer is byte-level, bytes of
+             * a UTF-8 sequence split across chunks: escape each byte as a
+             * code point so every chunk is valid JSON on its own */
+            dst[o++] = 'u';
+            dst[o++] = '0';
+            dst[o++] = '0';
+            dst[o++] = hex[c >> 4];
+            dst[o++] = hex[c & 15];
+        }
+    }
+    return o;
+}

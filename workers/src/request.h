@@ -1,0 +1,90 @@
+/*
+ * One generation request, as it travels from the HTTP thread through the
+ * engine and back.
+ *
+ * Ownership: the HTTP thread allocates and fills the request, hands it to the
+ * engine, and frees it after the engine's final event for it.  Between those
+ * two points only the engine touches the engine-side fields; the HTTP thread
+ * only sets cancel_requested.
+ */
+
+#ifndef LLMD_REQUEST_H_WORKER
+#define LLMD_REQUEST_H_WORKER
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define REQ_MAX_STOP        4
+#define REQ_MAX_STOP_LEN    64
+
+enum finish_reason {
+    FINISH_NONE = 0,
+    FINISH_STOP,
+    FINISH_LENGTH,
+    FINISH_ABORT
+};
+
+enum req_state {
+    REQ_NEW = 0,
+    REQ_WAITING,
+    REQ_RUNNING,
+    REQ_FINISHED
+};
+
+struct gen_params {
+    int         max_tokens;
+    double      temperature;
+    double      top_p;
+    uint64_t    seed;
+    int         priority;           /* higher is served first */
+    int         n_stop;
+    char        stop[REQ_MAX_STOP][REQ_MAX_STOP_LEN + 1];
+};
+
+struct worker_request {
+    uint64_t            id;
+    struct gen_params   params;
+    double              arrival;        /* monotonic seconds */
+    void               *client;         /* the HTTP side's stream */
+    atomic_int          cancel_requested;
+
+    /* prompt followed by generated tokens; room for max_tokens more */
+    int32_t            *tokens;
+    int                 n_prompt;
+    int                 n_tokens;
+
+    /* ---- engine side ---- */
+    enum req_state      state;
+    enum finish_reason  finish;
+    struct worker_request *next;        /* inbox link */
+    double              sched_key;      /* priority order, see scheduler.h */
+    int                 heap_pos;       /* index in the waiting heap */
+    uint64_t            planned_step;   /* last step that scheduled it */
+    int                 num_computed;   /* tokens whose KV is in the cache */
+    int32_t            *blocks;         /* block table */
+    int                 n_blocks;
+    uint64_t           *block_hashes;   /* chained hashes of full blocks */
+    int                 n_committed;    /* blocks registered in the cache */
+    bool                counted_prompt; /* prompt tokens already in metrics */
+    int                 n_preemptions;
+    int                 prefix_hit_tokens;
+    uint64_t            rng;            /* sampler state */
+
+    /* generated text, for stop strings: bytes [0, text_sent) went out */
+    char               *text;
+    int                 text_len;
+    int                 text_cap;
+    int                 text_sent;
+    int                 n_generated;
+    double              first_token_at;
+    double              last_token_at;
+};
+
+/* Allocates a request with room for n_prompt + max_tokens tokens; the
+ * prompt is copied.  Returns NULL when out of memory. */
+struct worker_request *request_new(const int32_t *prompt, int n_prompt,
+    const struct gen_params *params, int block_tokens);
+void request_free(struct worker_request *r);
+
+#endif
