@@ -72,6 +72,7 @@ ngx_llmd_pool_realloc(void *ctx, void *ptr, size_t size)
 ngx_llmd_srv_conf_t *
 ngx_llmd_location_upstream(ngx_http_request_t *r)
 {
+    ngx_llmd_srv_conf_t           *conf;
     ngx_http_upstream_conf_t      *ucf;
     ngx_http_upstream_srv_conf_t  *uscf;
 
@@ -82,11 +83,16 @@ ngx_llmd_location_upstream(ngx_http_request_t *r)
 
     uscf = ucf->upstream;
 
-    if (uscf == NULL || uscf->peer.init_upstream != ngx_llmd_init_upstream) {
+    /* implicit upstreams (proxy_pass http://host:port) have no srv_conf;
+     * the enabled flag, not peer.init_upstream, marks an llmd upstream
+     * because keepalive wraps init_upstream */
+    if (uscf == NULL || uscf->srv_conf == NULL) {
         return NULL;
     }
 
-    return ngx_http_conf_upstream_srv_conf(uscf, ngx_llmd_module);
+    conf = ngx_http_conf_upstream_srv_conf(uscf, ngx_llmd_module);
+
+    return conf->enabled == 1 ? conf : NULL;
 }
 
 

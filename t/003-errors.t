@@ -35,7 +35,31 @@ llmd get peer
 
 
 
-=== TEST 2: messages of the wrong type -> 400 naming the field
+=== TEST 2: also behind keepalive, which wraps the balancer
+--- http_config
+    upstream llm {
+        llmd;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+        keepalive 4;
+    }
+    server { listen 127.0.0.1:$TEST_NGINX_RAND_PORT_1; location / { return 200 "REACHED\n"; } }
+--- config
+    location /v1/ {
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_pass http://llm;
+    }
+--- request
+POST /v1/chat/completions
+{"messages": [
+--- error_code: 400
+--- response_body_like: ^\{"error":\{"message":"invalid JSON in request body: [^"]+","type":"invalid_request_error"
+--- no_error_log
+llmd get peer
+
+
+
+=== TEST 3: messages of the wrong type -> 400 naming the field
 --- http_config
     upstream llm {
         llmd;
@@ -63,7 +87,7 @@ llmd get peer
 
 
 
-=== TEST 3: body over client_max_body_size -> 413 with an OpenAI error body
+=== TEST 4: body over client_max_body_size -> 413 with an OpenAI error body
 --- http_config
     upstream llm {
         llmd;
@@ -84,7 +108,7 @@ Content-Type: application/json
 
 
 
-=== TEST 4: a chunked body over the limit -> 413 too
+=== TEST 5: a chunked body over the limit -> 413 too
 --- http_config
     upstream llm {
         llmd;
@@ -105,7 +129,7 @@ Transfer-Encoding: chunked
 
 
 
-=== TEST 5: no live backend -> 502 with an OpenAI error body
+=== TEST 6: no live backend -> 502 with an OpenAI error body
 --- http_config
     upstream llm {
         llmd;
@@ -121,7 +145,7 @@ POST /v1/completions
 
 
 
-=== TEST 6: locations that do not route to llmd keep nginx's pages
+=== TEST 7: locations that do not route to llmd keep nginx's pages
 --- http_config
     upstream plain {
         server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
@@ -138,7 +162,7 @@ Content-Type: text/html
 
 
 
-=== TEST 7: llmd_json_errors off keeps nginx's pages in an llmd location
+=== TEST 8: llmd_json_errors off keeps nginx's pages in an llmd location
 --- http_config
     upstream llm {
         llmd;
