@@ -53,6 +53,8 @@ struct bytes {
 
 static int bytes_add(struct bytes *b, const void *data, size_t n)
 {
+    if (n == 0)
+        return 0;
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 256;
         char *p;

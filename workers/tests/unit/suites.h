@@ -1,0 +1,11 @@
+#ifndef LLMD_TEST_SUITES_H
+#define LLMD_TEST_SUITES_H
+
+#include <check.h>
+
+Suite *kv_blocks_suite(void);
+Suite *scheduler_suite(void);
+Suite *api_suite(void);
+Suite *misc_suite(void);
+
+#endif

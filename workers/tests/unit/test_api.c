@@ -1,0 +1,173 @@
+/* OpenAI request parsing, context checks and rendering. */
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "openai_api.h"
+#include "suites.h"
+
+static struct api_request rq;
+static struct api_error err;
+
+static int parse(enum api_kind kind, const char *body)
+{
+    memset(&err, 0, sizeof(err));
+    return api_parse_request(kind, body, strlen(body), &rq, &err);
+}
+
+static void expect_400(enum api_kind kind, const char *body, const char *param)
+{
+    ck_assert_int_eq(parse(kind, body), -1);
+    ck_assert_int_eq(err.status, 400);
+    if (param)
+        ck_assert_str_eq(err.param, param);
+    else
+        ck_assert_ptr_null(err.param);
+}
+
+START_TEST(completion_fields)
+{
+    ck_assert_int_eq(parse(API_COMPLETIONS,
+        "{\"model\":\"m\",\"prompt\":\"Hi!\",\"max_tokens\":7,\"stream\":true,"
+        "\"stream_options\":{\"include_usage\":true},\"stop\":[\"a\",\"bc\"],"
+        "\"temperature\":0.5,\"top_p\":0.9,\"seed\":42,\"n\":1,\"user\":\"u\","
+        "\"priority\":3}"), 0);
+    ck_assert_str_eq(rq.model, "m");
+    ck_assert_int_eq(rq.n_prompt, 3);
+    ck_assert_int_eq(rq.prompt[0], 'H');
+    ck_assert_int_eq(rq.prompt[2], '!');
+    ck_assert_int_eq(rq.max_tokens, 7);
+    ck_assert(rq.stream && rq.include_usage && rq.has_seed);
+    ck_assert_int_eq(rq.params.n_stop, 2);
+    ck_assert_str_eq(rq.params.stop[1], "bc");
+    ck_assert(rq.params.temperature == 0.5);
+    ck_assert_uint_eq(rq.params.seed, 42);
+    ck_assert_int_eq(rq.params.priority, 3);
+    api_request_free(&rq);
+
+    ck_assert_int_eq(parse(API_COMPLETIONS,
+        "{\"prompt\":[72,105],\"max_completion_tokens\":3}"), 0);
+    ck_assert_int_eq(rq.n_prompt, 2);
+    ck_assert_int_eq(rq.prompt[1], 105);
+    ck_assert_int_eq(rq.max_tokens, 3);
+    api_request_free(&rq);
+}
+END_TEST
+
+START_TEST(canonical_prompt_bytes)
+{
+    /* the same bytes the gateway hashes (common/llmd_request.h) */
+    const char chat_bytes[] = "be brief\x1fsystem\x1ehi\x1d\x1fuser\x1e";
+
+    ck_assert_int_eq(parse(API_CHAT,
+        "{\"messages\":[{\"role\":\"system\",\"content\":\"be brief\"},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi\"}]}]}"), 0);
+    ck_assert_int_eq(rq.n_prompt, (int) sizeof(chat_bytes) - 1);
+    for (int i = 0; i < rq.n_prompt; i++)
+        ck_assert_int_eq(rq.prompt[i], (unsigned char) chat_bytes[i]);
+    api_request_free(&rq);
+
+    ck_assert_int_eq(parse(API_COMPLETIONS, "{\"prompt\":[\"ab\"]}"), 0);
+    ck_assert_int_eq(rq.n_prompt, 3);
+    ck_assert_int_eq(rq.prompt[2], 0x1e);
+    api_request_free(&rq);
+}
+END_TEST
+
+START_TEST(bad_requests)
+{
+    expect_400(API_COMPLETIONS, "{\"prompt\":", NULL);
+    expect_400(API_COMPLETIONS, "[1,2]", NULL);
+    expect_400(API_COMPLETIONS, "{}", "prompt");
+    expect_400(API_COMPLETIONS, "{\"prompt\":\"\"}", "prompt");
+    expect_400(API_COMPLETIONS, "{\"prompt\":[\"a\",\"b\"]}", "prompt");
+    expect_400(API_COMPLETIONS, "{\"prompt\":[1,300]}", "prompt");
+    expect_400(API_COMPLETIONS, "{\"prompt\":\"x\",\"n\":2}", "n");
+    expect_400(API_COMPLETIONS, "{\"prompt\":\"x\",\"max_tokens\":0}", "max_tokens");
+    expect_400(API_COMPLETIONS, "{\"prompt\":\"x\",\"max_tokens\":\"5\"}", "max_tokens");
+    expect_400(API_COMPLETIONS, "{\"prompt\":\"x\",\"temperature\":2.5}", "temperature");
+    expect_400(API_COMPLETIONS, "{\"prompt\":\"x\",\"top_p\":0}", "top_p");
+    expect_400(API_COMPLETIONS, "{\"prompt\":\"x\",\"stream\":1}", "stream");
+    expect_400(API_COMPLETIONS, "{\"prompt\":\"x\",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", "stop");
+    expect_400(API_COMPLETIONS, "{\"prompt\":\"x\",\"stop\":[\"\"]}", "stop");
+    expect_400(API_COMPLETIONS, "{\"prompt\":\"x\",\"seed\":1.5}", "seed");
+    expect_400(API_CHAT, "{\"messages\":[]}", "messages");
+    expect_400(API_CHAT, "{\"messages\":[{\"content\":\"x\"}]}", "messages");
+    expect_400(API_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":5}]}", "messages");
+}
+END_TEST
+
+START_TEST(context_limits)
+{
+    ck_assert_int_eq(parse(API_COMPLETIONS, "{\"prompt\":\"0123456789\"}"), 0);
+    ck_assert_int_eq(api_fit_context(&rq, 100, &err), 0);
+    ck_assert_int_eq(rq.params.max_tokens, 16);     /* OpenAI's default */
+    ck_assert_int_eq(api_fit_context(&rq, 10, &err), -1);
+    ck_assert_int_eq(err.status, 400);
+    ck_assert_ptr_nonnull(strstr(err.message, "maximum context length is 10 tokens"));
+    ck_assert_str_eq(err.code, "context_length_exceeded");
+    api_request_free(&rq);
+
+    ck_assert_int_eq(parse(API_COMPLETIONS, "{\"prompt\":\"0123456789\",\"max_tokens\":91}"), 0);
+    ck_assert_int_eq(api_fit_context(&rq, 100, &err), -1);
+    ck_assert_ptr_nonnull(strstr(err.message, "you requested 101 tokens"));
+    api_request_free(&rq);
+
+    ck_assert_int_eq(parse(API_CHAT, "{\"messages\":[{\"role\":\"u\",\"content\":\"x\"}]}"), 0);
+    ck_assert_int_eq(api_fit_context(&rq, 100, &err), 0);
+    ck_assert_int_eq(rq.params.max_tokens, 100 - rq.n_prompt);
+    api_request_free(&rq);
+}
+END_TEST
+
+START_TEST(rendering_is_valid_json)
+{
+    char prefix[512], chunk[1024], esc[64];
+    size_t len = 0, slen = 0;
+    const char *suffix = api_chunk_suffix_for(API_CHAT, &slen);
+    int n = api_chunk_prefix(API_CHAT, "chatcmpl-1", 7, "m\"x", prefix, sizeof(prefix));
+    json_t *j;
+    char *s;
+
+    /* prefix + escaped text + suffix, minus "data: " and "\n\n" */
+    memcpy(chunk, prefix, (size_t) n);
+    len = (size_t) n + json_escape(chunk + n, "a\"\n\x01", 4);
+    memcpy(chunk + len, suffix, slen);
+    len += slen;
+    ck_assert(len > 8 && memcmp(chunk, "data: ", 6) == 0);
+    j = json_loadb(chunk + 6, len - 8, 0, NULL);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_str_eq(json_string_value(json_object_get(json_object_get(
+        json_array_get(json_object_get(j, "choices"), 0), "delta"), "content")),
+        "a\"\n\x01");
+    ck_assert_str_eq(json_string_value(json_object_get(j, "model")), "m\"x");
+    json_decref(j);
+
+    s = api_render_response(API_COMPLETIONS, "cmpl-1", 7, "m", "hey", 3,
+                            FINISH_LENGTH, 4, 3, &len);
+    j = json_loads(s, 0, NULL);
+    ck_assert_int_eq(json_integer_value(json_object_get(json_object_get(j, "usage"),
+                     "total_tokens")), 7);
+    ck_assert_str_eq(json_string_value(json_object_get(json_array_get(
+        json_object_get(j, "choices"), 0), "finish_reason")), "length");
+    json_decref(j);
+    free(s);
+
+    ck_assert_uint_eq(json_escape(esc, "ok", 2), 2);
+}
+END_TEST
+
+Suite *api_suite(void)
+{
+    Suite *s = suite_create("openai_api");
+    TCase *tc = tcase_create("core");
+
+    tcase_add_test(tc, completion_fields);
+    tcase_add_test(tc, canonical_prompt_bytes);
+    tcase_add_test(tc, bad_requests);
+    tcase_add_test(tc, context_limits);
+    tcase_add_test(tc, rendering_is_valid_json);
+    suite_add_tcase(s, tc);
+    return s;
+}
