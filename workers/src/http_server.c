@@ -22,6 +22,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <event2/thread.h>
 #include <event2/util.h>
 #include <inttypes.h>
@@ -579,6 +580,31 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopexit(srv->base, NULL);
 }
 
+/* evhttp's own bind uses a listen backlog of 128, too small for a burst of
+ * hundreds of clients connecting at once (the rest retry after a second) */
+static struct evhttp_bound_socket *bind_listener(struct http_server *srv,
+    const struct worker_config *cfg)
+{
+    struct evutil_addrinfo hints = { 0 }, *ai = NULL;
+    struct evconnlistener *lev;
+    char port[16];
+
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = EVUTIL_AI_PASSIVE | EVUTIL_AI_ADDRCONFIG;
+    snprintf(port, sizeof(port), "%d", cfg->listen_port);
+    if (evutil_getaddrinfo(cfg->listen_host, port, &hints, &ai) != 0 || ai == NULL) {
+        errno = EINVAL;
+        return NULL;
+    }
+    lev = evconnlistener_new_bind(srv->base, NULL, NULL,
+                                  LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE
+                                  | LEV_OPT_CLOSE_ON_EXEC, 4096,
+                                  ai->ai_addr, (int) ai->ai_addrlen);
+    evutil_freeaddrinfo(ai);
+    return lev ? evhttp_bind_listener(srv->http, lev) : NULL;
+}
+
 struct http_server *http_server_new(const struct worker_config *cfg,
     struct engine *engine, struct worker_metrics *metrics,
     char *err, int err_len)
@@ -612,8 +638,7 @@ struct http_server *http_server_new(const struct worker_config *cfg,
     evhttp_set_timeout(srv->http, 600);
     evhttp_set_gencb(srv->http, on_request, srv);
 
-    srv->bound = evhttp_bind_socket_with_handle(srv->http, cfg->listen_host,
-                                                (ev_uint16_t) cfg->listen_port);
+    srv->bound = bind_listener(srv, cfg);
     if (srv->bound == NULL) {
         snprintf(err, (size_t) err_len, "cannot listen on %s:%d: %s",
                  cfg->listen_host, cfg->listen_port, strerror(errno));

@@ -143,7 +143,8 @@ static int chat_prompt(json_t *messages, struct bytes *b, struct api_error *err)
                             json_string_length(content));
         } else if (json_is_array(content)) {
             json_array_foreach(content, j, part) {
-                json_t *text = json_object_get(part, "text");
+                json_t *text = json_is_string(part) ? part
+                               : json_object_get(part, "text");
                 if (!json_is_string(text))
                     return BAD("messages", "messages[%zu].content[%zu]: only "
                                "text parts are supported", i, j);
