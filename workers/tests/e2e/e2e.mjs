@@ -292,6 +292,24 @@ async function testApi(w) {
   check('GET on a POST route: 405', wrongMethod.status === 405 && wrongMethod.json.error);
   const noRoute = await get(w, '/v2/nothing');
   check('unknown route: 404', noRoute.status === 404 && noRoute.json.error);
+  // keep-alive: a second request rides the first one's connection
+  const one = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const reused = [];
+  for (let i = 0; i < 3; i++) {
+    await new Promise((resolve, reject) => {
+      const req = http.request(`${w.base}/v1/completions`, { method: 'POST', agent: one,
+        headers: { 'Content-Type': 'application/json' } }, (res) => {
+        res.resume();
+        res.on('end', resolve);
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify({ prompt, max_tokens: 3, stream: i === 1 }));
+      reused.push(req.reusedSocket);
+    });
+  }
+  one.destroy();
+  check('HTTP/1.1 keep-alive: later requests reuse the connection', reused.join() === 'false,true,true',
+    reused.join());
   const healthAfter = await get(w, '/health');
   check('worker still healthy after the errors', healthAfter.status === 200);
 }
