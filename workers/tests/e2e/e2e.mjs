@@ -426,7 +426,7 @@ async function testPriority(w) {
   const order = [];
   const send = (name, prio, tokens) => post(w, '/v1/completions', { prompt: name, max_tokens: tokens },
     prio === undefined ? {} : { 'X-LLMD-Priority': String(prio) }).then((r) => order.push(name));
-  const first = send('first', undefined, 40);
+  const first = send('first', undefined, 150);   // about a second
   await waitFor(w, (m) => metric(m, 'vllm:num_requests_running') === 1, 2000);
   const low = send('low', -5, 5);
   await waitFor(w, (m) => metric(m, 'vllm:num_requests_waiting') === 1, 2000);
