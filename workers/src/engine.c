@@ -362,6 +362,11 @@ void engine_destroy(struct engine *e)
     free(e->next_tokens);
 }
 
+void engine_set_kv_listener(struct engine *e, kv_event_fn fn, void *arg)
+{
+    kv_set_event_cb(&e->kv, fn, arg);
+}
+
 void engine_submit(struct engine *e, struct worker_request *r)
 {
     r->next = NULL;

@@ -83,6 +83,10 @@ int engine_start(struct engine *e, void (*notify)(void *), void *arg);
 void engine_stop(struct engine *e);
 void engine_destroy(struct engine *e);
 
+/* Block stored / removed events, for the fleet-state publisher.  Set before
+ * engine_start(); fn runs on the engine thread and must not block. */
+void engine_set_kv_listener(struct engine *e, kv_event_fn fn, void *arg);
+
 void engine_submit(struct engine *e, struct worker_request *r);
 void engine_cancel(struct engine *e, struct worker_request *r);
 
