@@ -4,7 +4,7 @@
 #   make test       every test suite (C units under ASan/UBSan, t/ with
 #                   Debian's nginx, t/ again with an ASan+UBSan nginx, workers)
 #   make demo       Redis + sim workers + nginx with the module + requests
-#   make bench      gateway overhead benchmark
+#   make bench      gateway overhead and worker throughput benchmarks
 
 SHELL        := /bin/bash
 TOP          := $(abspath .)
@@ -18,8 +18,8 @@ NGX_DEB_SRC  ?= nginx=1.22.1-9+deb12u9
 CC           ?= cc
 CFLAGS_COMMON = -std=gnu11 -Wall -Wextra -Werror -O2 -g
 SANITIZE      = -fsanitize=address,undefined -fno-omit-frame-pointer
-COMMON_SRCS   = common/llmd_prefix.c common/llmd_request.c
-COMMON_HDRS   = common/llmd_prefix.h common/llmd_request.h
+COMMON_SRCS   = common/llmd_prefix.c common/llmd_request.c common/llmd_wire.c
+COMMON_HDRS   = common/llmd_prefix.h common/llmd_request.h common/llmd_wire.h
 MODULE_SRCS   = $(wildcard ngx_llmd_module/*.c ngx_llmd_module/*.h) \
                 $(COMMON_SRCS) $(COMMON_HDRS)
 MODULE_SO     = $(BUILD)/ngx/ngx_llmd_module.so
@@ -80,16 +80,17 @@ $(ASAN_NGINX): $(BUILD)/src/.fetched $(MODULE_SRCS) config
 	  || { tail -30 $(BUILD)/asan-configure.log; exit 1; }
 	$(MAKE) -s -j2 -f $(BUILD)/asan/objs/Makefile -C $(BUILD)/src/nginx >/dev/null
 
-$(BUILD)/test_common: common/tests/test_common.c $(COMMON_SRCS) $(COMMON_HDRS)
+$(BUILD)/test_%: common/tests/test_%.c $(COMMON_SRCS) $(COMMON_HDRS)
 	@mkdir -p $(BUILD)
-	$(CC) $(CFLAGS_COMMON) $(SANITIZE) -Icommon -o $@ common/tests/test_common.c \
-	    $(COMMON_SRCS) $$(pkg-config --cflags --libs check) -lyajl -lxxhash
+	$(CC) $(CFLAGS_COMMON) $(SANITIZE) -Icommon -o $@ $< $(COMMON_SRCS) \
+	    $$(pkg-config --cflags --libs check msgpack) -lyajl -lxxhash
 
 test: test-common test-module test-asan test-workers
 	@echo "all test suites passed"
 
-test-common: $(BUILD)/test_common
+test-common: $(BUILD)/test_common $(BUILD)/test_wire
 	$(BUILD)/test_common
+	$(BUILD)/test_wire
 
 # the t/ suites against Debian's packaged nginx with the dynamic module
 test-module: module
@@ -109,8 +110,9 @@ endif
 demo: all
 	scripts/demo.sh
 
-bench: module
+bench: all
 	scripts/bench-gateway.sh
+	scripts/bench-worker.sh
 
 clean:
 	rm -rf $(BUILD)
