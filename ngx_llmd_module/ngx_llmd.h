@@ -13,6 +13,7 @@
 
 #include "llmd_prefix.h"
 #include "llmd_request.h"
+#include "llmd_wire.h"
 
 
 #define NGX_LLMD_MAX_PEERS          256     /* peers remembered per zone */
@@ -23,6 +24,16 @@
 #define NGX_LLMD_ZONE_MIN_SIZE      (256 * 1024)
 #define NGX_LLMD_BYTES_PER_TOKEN    4       /* rough, for load estimates */
 #define NGX_LLMD_WEIGHT_SCALE       1000    /* weights are fixed point */
+#define NGX_LLMD_ZONE_MAGIC         0x6c6c6d6402    /* layout version */
+#define NGX_LLMD_PLACEMENTS         8192    /* ring of picks to share */
+#define NGX_LLMD_STALENESS_BUCKETS  8
+
+typedef enum {
+    NGX_LLMD_REDIS_OFF = 0,     /* no llmd_redis */
+    NGX_LLMD_REDIS_WAITING,     /* never connected yet */
+    NGX_LLMD_REDIS_FRESH,
+    NGX_LLMD_REDIS_STALE        /* unreachable past llmd_redis stale= */
+} ngx_llmd_redis_state_e;
 
 
 /* One replica's shared state, found by name so it survives reloads. */
@@ -34,8 +45,45 @@ typedef struct {
     ngx_atomic_t        picks;
     ngx_atomic_t        affinity_picks;
     ngx_atomic_t        balance_picks;
+    ngx_atomic_t        predicted_picks;
     ngx_atomic_t        failures;
     ngx_atomic_t        header_time_ewma;   /* µs to response header */
+    ngx_atomic_t        prefix_hit_blocks;  /* matched blocks of its picks */
+    ngx_atomic_t        prefix_blocks;      /* all blocks of its picks */
+
+    /* learnt from Redis */
+    unsigned            dynamic:1;          /* discovered, not a server line */
+    unsigned            alive:1;            /* heartbeat seen within its TTL */
+    unsigned            events:1;           /* publishes cache events */
+    unsigned            role:2;
+    u_char              sockaddr[NGX_SOCKADDRLEN];
+    socklen_t           socklen;
+    u_char              worker_id[LLMD_WIRE_ID_MAX];
+    uint64_t            hb_seq;
+    ngx_msec_t          hb_seen;            /* when hb_seq last moved */
+    ngx_msec_t          ttl;
+    ngx_uint_t          running;
+    ngx_uint_t          waiting;
+    uint64_t            queued_prefill_tokens;
+    uint64_t            pending_tokens;     /* picked since that heartbeat */
+    ngx_uint_t          kv_used;
+    ngx_uint_t          kv_total;
+    double              prefill_tps;
+    double              decode_ms_base;
+    double              decode_ms_per_seq;
+    double              worker_ttft_ms;
+    ngx_atomic_t        remote_inflight;    /* other gateways' requests */
+    ngx_atomic_t        remote_tokens;
+
+    /* failures of discovered peers (server lines use the rr peer's) */
+    ngx_uint_t          dyn_fails;
+    time_t              dyn_checked;
+
+    /* latency prediction, calibrated against what this gateway observes */
+    double              ttft_residual_ms;   /* EWMA of observed - predicted */
+    double              observed_ttft_ms;   /* EWMA */
+    double              prediction_error_ms;    /* EWMA of |error| */
+    double              predicted_ttft_ms;  /* last prediction */
 } ngx_llmd_peer_t;
 
 
@@ -50,9 +98,37 @@ typedef struct {
 
 
 typedef struct {
+    uint64_t            key;
+    uint32_t            slot;
+} ngx_llmd_placement_t;
+
+
+typedef struct {
+    uint64_t            magic;
     ngx_atomic_t        cursor;             /* rotates tie breaks */
     ngx_uint_t          npeers;
     ngx_llmd_peer_t     peers[NGX_LLMD_MAX_PEERS];
+
+    /* Redis mirror: one nginx worker process owns the connection */
+    ngx_atomic_t        owner_pid;
+    ngx_atomic_t        owner_beat;         /* ngx_current_msec */
+    ngx_uint_t          redis_state;        /* ngx_llmd_redis_state_e */
+    ngx_msec_t          redis_ok;           /* last complete poll */
+    char                events_id[48];      /* stream positions */
+    char                placements_id[48];
+    ngx_atomic_t        polls;
+    ngx_atomic_t        heartbeats;
+    ngx_atomic_t        events_applied;
+    ngx_atomic_t        records_rejected;
+    ngx_atomic_t        redis_errors;
+    ngx_atomic_t        staleness[NGX_LLMD_STALENESS_BUCKETS];
+    ngx_atomic_t        staleness_sum_ms;
+    ngx_atomic_t        remote_gateways;
+
+    /* approximate placements not yet shared with other gateways */
+    ngx_atomic_t        placements_head;
+    ngx_atomic_t        placements_tail;
+    ngx_llmd_placement_t  placements[NGX_LLMD_PLACEMENTS];
 
     uint32_t            nbuckets;           /* power of two */
     uint32_t            capacity;
@@ -66,9 +142,33 @@ typedef struct {
 } ngx_llmd_shctx_t;
 
 
+typedef struct {
+    ngx_str_t           host;               /* or the unix socket path */
+    ngx_int_t           port;               /* 0: unix socket */
+    ngx_str_t           user;
+    ngx_str_t           password;
+    ngx_str_t           prefix;
+    ngx_str_t           pool;
+    ngx_msec_t          interval;
+    ngx_msec_t          stale;
+    ngx_array_t        *allow;              /* ngx_cidr_t, for discovered peers */
+
+    /* key names, NUL-terminated for hiredis */
+    char               *hb_key;
+    char               *events_key;
+    char               *gw_key;
+    char               *placements_key;
+    char               *snap_prefix;
+} ngx_llmd_redis_conf_t;
+
+
 /* upstream{} configuration */
 typedef struct {
     ngx_flag_t          enabled;
+    ngx_http_upstream_srv_conf_t  *upstream;
+    ngx_llmd_redis_conf_t         *redis;
+    ngx_msec_t          slo_ttft;           /* 0: none */
+    ngx_msec_t          slo_itl;
     ngx_shm_zone_t     *shm_zone;
     ngx_llmd_shctx_t   *sh;
     ngx_slab_pool_t    *shpool;
@@ -108,12 +208,21 @@ typedef struct {
     ngx_uint_t          matched;
     const char         *reason;
     ngx_uint_t          tries;
+    double              predicted_ttft_ms;
+    double              observed_ttft_ms;
+    unsigned            predicted:1;
+    unsigned            observed:1;
 
     /* an OpenAI-style error body replacing nginx's HTML page */
     ngx_str_t           error;
     const char         *error_param;
     ngx_buf_t          *error_body;
 } ngx_llmd_ctx_t;
+
+
+typedef struct {
+    ngx_array_t         upstreams;          /* ngx_llmd_srv_conf_t * */
+} ngx_llmd_main_conf_t;
 
 
 extern ngx_module_t  ngx_llmd_module;
@@ -129,7 +238,33 @@ void ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
     ngx_uint_t nkeys, ngx_int_t *slots, ngx_uint_t nslots,
     ngx_uint_t *match);
 void ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
+    ngx_uint_t nkeys, ngx_int_t slot, ngx_uint_t share);
+void ngx_llmd_zone_remove(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
     ngx_uint_t nkeys, ngx_int_t slot);
+void ngx_llmd_zone_forget_peer(ngx_llmd_srv_conf_t *conf, ngx_int_t slot);
+ngx_int_t ngx_llmd_zone_find_peer(ngx_llmd_srv_conf_t *conf, u_char *name,
+    size_t len);
+
+/* ngx_llmd_redis.c */
+char *ngx_llmd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_llmd_redis_init_process(ngx_cycle_t *cycle);
+void ngx_llmd_redis_exit_process(ngx_cycle_t *cycle);
+ngx_uint_t ngx_llmd_redis_fresh(ngx_llmd_srv_conf_t *conf);
+
+/* ngx_llmd_predict.c */
+ngx_uint_t ngx_llmd_predict_ready(ngx_llmd_srv_conf_t *conf, ngx_int_t slot);
+void ngx_llmd_predict(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
+    uint64_t prompt_bytes, ngx_uint_t matched_blocks, double *ttft,
+    double *itl, uint64_t *uncached);
+void ngx_llmd_predict_observe(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
+    double predicted, double observed);
+void ngx_llmd_observe_ttft(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
+    double observed);
+
+/* ngx_llmd_status.c */
+char *ngx_llmd_status_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 /* ngx_llmd_inspect.c */
 ngx_int_t ngx_llmd_precontent_handler(ngx_http_request_t *r);

@@ -3,7 +3,11 @@
  * round-robin peer lists (so weight, max_fails, fail_timeout, max_conns,
  * backup and down behave as in the stock balancers).
  *
- * Choice among the live candidates of one get():
+ * Candidates are the live server lines plus, with llmd_redis, the workers
+ * discovered through their heartbeats.  Choice among them:
+ *   0. with fresh fleet state for every candidate, the lowest predicted
+ *      time to first token among those predicted to meet llmd_slo wins
+ *      ("predicted"; "slo-miss" when none is predicted to meet it);
  *   1. if in-flight requests are imbalanced (max - min > abs threshold and
  *      max > rel threshold x min), the least loaded peer wins ("balance");
  *   2. otherwise the highest score wins:
@@ -18,6 +22,18 @@
 
 
 typedef struct {
+    ngx_http_upstream_rr_peer_t   *peer;    /* NULL: a discovered peer */
+    ngx_int_t                      slot;
+    ngx_uint_t                     index;   /* in the rr list */
+    ngx_uint_t                     weight;
+    ngx_uint_t                     match;
+    double                         ttft;
+    double                         itl;
+    uint64_t                       uncached;
+} ngx_llmd_cand_t;
+
+
+typedef struct {
     /* the round-robin data must come first: rr callbacks receive it */
     ngx_http_upstream_rr_peer_data_t   rrp;
 
@@ -26,14 +42,17 @@ typedef struct {
     ngx_llmd_ctx_t                    *ctx;
 
     ngx_int_t                          slot;        /* of the current try */
+    unsigned                           discovered:1;
     ngx_uint_t                         tokens;      /* this request's load */
+    uint64_t                           pending;     /* added to pending_tokens */
+    double                             predicted;   /* of the current try */
 
-    /* scratch of get(), sized for the larger peer list */
     ngx_http_upstream_rr_peers_t      *primary;
-    ngx_http_upstream_rr_peer_t      **cand;
-    ngx_int_t                         *cand_slot;
-    ngx_uint_t                        *cand_match;
-    ngx_uint_t                        *cand_index;    /* in the rr list */
+    ngx_llmd_cand_t                   *cand;        /* scratch of get() */
+    ngx_int_t                         *slots;
+    ngx_uint_t                        *match;
+    ngx_uint_t                         ncand_max;
+    uint64_t                           tried[NGX_LLMD_MAX_PEERS / 64];
 } ngx_llmd_peer_data_t;
 
 
@@ -52,14 +71,34 @@ ngx_llmd_init_upstream(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
     size_t                          len;
     u_char                         *p;
     ngx_str_t                       name;
-    ngx_llmd_srv_conf_t            *conf;
+    ngx_llmd_srv_conf_t            *conf, **up;
+    ngx_llmd_main_conf_t           *lmcf;
     ngx_http_upstream_rr_peers_t   *peers;
 
-    if (ngx_http_upstream_init_round_robin(cf, us) != NGX_OK) {
+    conf = ngx_http_conf_upstream_srv_conf(us, ngx_llmd_module);
+
+    if (conf->redis && (us->servers == NULL || us->servers->nelts == 0)) {
+        /* every peer is discovered: an empty round-robin list */
+        peers = ngx_pcalloc(cf->pool, sizeof(ngx_http_upstream_rr_peers_t));
+        if (peers == NULL) {
+            return NGX_ERROR;
+        }
+
+        peers->name = &us->host;
+        us->peer.data = peers;
+
+    } else if (ngx_http_upstream_init_round_robin(cf, us) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    conf = ngx_http_conf_upstream_srv_conf(us, ngx_llmd_module);
+    conf->upstream = us;
+
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_llmd_module);
+    up = ngx_array_push(&lmcf->upstreams);
+    if (up == NULL) {
+        return NGX_ERROR;
+    }
+    *up = conf;
 
     ngx_conf_init_size_value(conf->block_size, LLMD_PREFIX_BLOCK_DEFAULT);
     ngx_conf_init_uint_value(conf->max_blocks, LLMD_PREFIX_MAX_BLOCKS_DEFAULT);
@@ -68,6 +107,8 @@ ngx_llmd_init_upstream(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
     ngx_conf_init_uint_value(conf->balance_abs, 8);
     ngx_conf_init_value(conf->balance_rel, 3 * NGX_LLMD_WEIGHT_SCALE / 2);
     ngx_conf_init_uint_value(conf->default_max_tokens, 256);
+    ngx_conf_init_msec_value(conf->slo_ttft, 0);
+    ngx_conf_init_msec_value(conf->slo_itl, 0);
 
     if (conf->shm_zone == NULL) {
         /* no llmd_zone: an implicit zone named after the upstream */
@@ -158,15 +199,17 @@ ngx_llmd_resolve_slots(ngx_llmd_srv_conf_t *conf,
 static ngx_int_t
 ngx_llmd_init_peer(ngx_http_request_t *r, ngx_http_upstream_srv_conf_t *us)
 {
-    ngx_uint_t                      n, tokens;
+    ngx_uint_t                      n, tokens, k;
     ngx_llmd_ctx_t                 *ctx;
+    ngx_llmd_shctx_t               *sh;
     ngx_llmd_srv_conf_t            *conf;
     ngx_llmd_peer_data_t           *lp;
     ngx_http_upstream_rr_peers_t   *peers;
 
     conf = ngx_http_conf_upstream_srv_conf(us, ngx_llmd_module);
+    sh = conf->sh;
 
-    lp = ngx_palloc(r->pool, sizeof(ngx_llmd_peer_data_t));
+    lp = ngx_pcalloc(r->pool, sizeof(ngx_llmd_peer_data_t));
     if (lp == NULL) {
         return NGX_ERROR;
     }
@@ -189,18 +232,34 @@ ngx_llmd_init_peer(ngx_http_request_t *r, ngx_http_upstream_srv_conf_t *us)
 
     n = ngx_max(conf->nslots[0], conf->nslots[1]);
 
-    lp->cand = ngx_palloc(r->pool, n * (sizeof(ngx_http_upstream_rr_peer_t *)
+    if (conf->redis) {
+        /* discovered peers are candidates too, and count as tries */
+        for (k = 0; k < sh->npeers; k++) {
+            if (sh->peers[k].dynamic && sh->peers[k].alive
+                && sh->peers[k].role != LLMD_ROLE_PREFILL)
+            {
+                r->upstream->peer.tries++;
+            }
+        }
+
+        n += NGX_LLMD_MAX_PEERS;
+    }
+
+    if (n == 0) {
+        n = 1;
+    }
+
+    lp->cand = ngx_palloc(r->pool, n * (sizeof(ngx_llmd_cand_t)
                                         + sizeof(ngx_int_t)
-                                        + 2 * sizeof(ngx_uint_t)));
+                                        + sizeof(ngx_uint_t)));
     if (lp->cand == NULL) {
         return NGX_ERROR;
     }
 
-    lp->cand_slot = (ngx_int_t *) (lp->cand + n);
-    lp->cand_match = (ngx_uint_t *) (lp->cand_slot + n);
-    lp->cand_index = lp->cand_match + n;
+    lp->slots = (ngx_int_t *) (lp->cand + n);
+    lp->match = (ngx_uint_t *) (lp->slots + n);
+    lp->ncand_max = n;
     lp->primary = peers;
-
     lp->request = r;
     lp->conf = conf;
     lp->slot = -1;
@@ -234,7 +293,7 @@ ngx_llmd_init_peer(ngx_http_request_t *r, ngx_http_upstream_srv_conf_t *us)
 
     tokens = 0;
 
-    if (ctx && ctx->inspected) {
+    if (ctx->inspected) {
         tokens = ctx->req.prefix.total_bytes / NGX_LLMD_BYTES_PER_TOKEN
                  + (ctx->req.max_tokens >= 0
                     ? (ngx_uint_t) ngx_min(ctx->req.max_tokens, 1 << 24)
@@ -252,18 +311,243 @@ ngx_llmd_init_peer(ngx_http_request_t *r, ngx_http_upstream_srv_conf_t *us)
 }
 
 
+/* Live server lines of the current list, as the stock balancers see them. */
+static ngx_uint_t
+ngx_llmd_static_candidates(ngx_llmd_peer_data_t *lp,
+    ngx_http_upstream_rr_peers_t *peers, ngx_uint_t backup, time_t now)
+{
+    uintptr_t                      m;
+    ngx_uint_t                     i, n, ncand;
+    ngx_llmd_cand_t               *c;
+    ngx_llmd_srv_conf_t           *conf;
+    ngx_http_upstream_rr_peer_t   *peer;
+
+    conf = lp->conf;
+    ncand = 0;
+
+    for (peer = peers->peer, i = 0; peer; peer = peer->next, i++) {
+
+        n = i / (8 * sizeof(uintptr_t));
+        m = (uintptr_t) 1 << i % (8 * sizeof(uintptr_t));
+
+        if ((lp->rrp.tried[n] & m)
+            || peer->down
+            || (peer->max_fails
+                && peer->fails >= peer->max_fails
+                && now - peer->checked <= peer->fail_timeout)
+            || (peer->max_conns && peer->conns >= peer->max_conns))
+        {
+            continue;
+        }
+
+        c = &lp->cand[ncand++];
+        c->peer = peer;
+        c->slot = (i < conf->nslots[backup]) ? conf->slots[backup][i] : -1;
+        c->index = i;
+        c->weight = peer->weight;
+    }
+
+    return ncand;
+}
+
+
+/* Workers discovered through Redis that are alive, take decode work, were
+ * not tried for this request and are not cooling down after a failure. */
+static ngx_uint_t
+ngx_llmd_discovered_candidates(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
+    time_t now)
+{
+    ngx_uint_t         k;
+    ngx_llmd_cand_t   *c;
+    ngx_llmd_peer_t   *p;
+    ngx_llmd_shctx_t  *sh;
+
+    sh = lp->conf->sh;
+
+    for (k = 0; k < sh->npeers && ncand < lp->ncand_max; k++) {
+        p = &sh->peers[k];
+
+        if (!p->dynamic || !p->alive || p->role == LLMD_ROLE_PREFILL
+            || (lp->tried[k / 64] & ((uint64_t) 1 << (k % 64)))
+            || (p->dyn_fails && now - p->dyn_checked <= 10))
+        {
+            continue;
+        }
+
+        c = &lp->cand[ncand++];
+        c->peer = NULL;
+        c->slot = k;
+        c->index = k;
+        c->weight = 1;
+    }
+
+    return ncand;
+}
+
+
+/* Lowest predicted TTFT among those meeting the SLO; NGX_DECLINED when
+ * some candidate lacks fresh fleet state. */
+static ngx_int_t
+ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
+    ngx_uint_t start, ngx_uint_t *best)
+{
+    double                best_ttft;
+    uint64_t              bytes;
+    ngx_uint_t            k, c, pass, found;
+    ngx_llmd_cand_t      *cd;
+    ngx_llmd_srv_conf_t  *conf;
+
+    conf = lp->conf;
+
+    for (c = 0; c < ncand; c++) {
+        if (!ngx_llmd_predict_ready(conf, lp->cand[c].slot)) {
+            return NGX_DECLINED;
+        }
+    }
+
+    bytes = lp->ctx->inspected ? lp->ctx->req.prefix.total_bytes : 0;
+
+    for (c = 0; c < ncand; c++) {
+        cd = &lp->cand[c];
+        ngx_llmd_predict(conf, cd->slot, bytes, cd->match, &cd->ttft,
+                         &cd->itl, &cd->uncached);
+    }
+
+    /* first pass: only those predicted to meet the SLO */
+    for (pass = 0; pass < 2; pass++) {
+        found = 0;
+        best_ttft = 0.0;
+
+        for (k = 0; k < ncand; k++) {
+            c = (start + k) % ncand;
+            cd = &lp->cand[c];
+
+            if (pass == 0
+                && ((conf->slo_ttft && cd->ttft > (double) conf->slo_ttft)
+                    || (conf->slo_itl && cd->itl > (double) conf->slo_itl)))
+            {
+                continue;
+            }
+
+            if (!found || cd->ttft < best_ttft) {
+                best_ttft = cd->ttft;
+                *best = c;
+                found = 1;
+            }
+        }
+
+        if (found) {
+            lp->ctx->reason = pass == 0 ? "predicted" : "slo-miss";
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* Imbalance switch, then the affinity/load score (see the top). */
+static ngx_uint_t
+ngx_llmd_pick_scored(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
+    ngx_uint_t start, ngx_uint_t nkeys)
+{
+    ngx_int_t             score, best_score;
+    ngx_uint_t            k, c, best, load, min_load, max_load, max_tokens;
+    ngx_llmd_cand_t      *cd;
+    ngx_llmd_peer_t      *sp;
+    ngx_llmd_shctx_t     *sh;
+    ngx_llmd_srv_conf_t  *conf;
+
+    conf = lp->conf;
+    sh = conf->sh;
+
+    min_load = NGX_MAX_UINT32_VALUE;
+    max_load = 0;
+    max_tokens = 0;
+
+    for (c = 0; c < ncand; c++) {
+        cd = &lp->cand[c];
+        sp = cd->slot >= 0 ? &sh->peers[cd->slot] : NULL;
+
+        /* in-flight work counts this gateway's and the others' */
+        load = sp ? sp->inflight + sp->remote_inflight : 0;
+        min_load = ngx_min(min_load, load);
+        max_load = ngx_max(max_load, load);
+
+        if (sp) {
+            max_tokens = ngx_max(max_tokens,
+                                 (sp->inflight_tokens + sp->remote_tokens)
+                                 / cd->weight);
+        }
+    }
+
+    best = start;
+    best_score = NGX_MAX_INT_T_VALUE;
+
+    if (max_load - min_load > conf->balance_abs
+        && max_load * NGX_LLMD_WEIGHT_SCALE > conf->balance_rel * min_load)
+    {
+        /* imbalanced: the least loaded peer, stickiness notwithstanding */
+        for (k = 0; k < ncand; k++) {
+            c = (start + k) % ncand;
+            sp = lp->cand[c].slot >= 0 ? &sh->peers[lp->cand[c].slot] : NULL;
+            score = sp ? (ngx_int_t) (sp->inflight + sp->remote_inflight) : 0;
+            if (score < best_score) {
+                best_score = score;
+                best = c;
+            }
+        }
+
+        lp->ctx->reason = "balance";
+        return best;
+    }
+
+    /* scores in fixed point; higher is better, kept negated as a cost */
+    for (k = 0; k < ncand; k++) {
+        c = (start + k) % ncand;
+        cd = &lp->cand[c];
+
+        score = 0;
+
+        if (nkeys) {
+            score += conf->prefix_weight * (ngx_int_t) cd->match
+                     / (ngx_int_t) nkeys;
+        }
+
+        if (max_tokens && cd->slot >= 0) {
+            sp = &sh->peers[cd->slot];
+            score -= (ngx_int_t) ((uint64_t) conf->load_weight
+                                  * ((sp->inflight_tokens + sp->remote_tokens)
+                                     / cd->weight)
+                                  / max_tokens);
+        }
+
+        if (-score < best_score) {
+            best_score = -score;
+            best = c;
+        }
+    }
+
+    lp->ctx->reason = lp->cand[best].match ? "affinity" : "load";
+    return best;
+}
+
+
 static ngx_int_t
 ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
 {
     ngx_llmd_peer_data_t  *lp = data;
 
     time_t                          now;
+    size_t                          len;
     uintptr_t                       m;
-    ngx_int_t                       slot, score, best_score, s, rel;
-    ngx_uint_t                      i, n, k, c, ncand, start, best, nkeys;
-    ngx_uint_t                      load, min_load, max_load, max_tokens;
-    ngx_uint_t                      backup;
+    ngx_int_t                       rc, slot;
+    ngx_uint_t                      i, n, c, ncand, start, best, nkeys;
+    ngx_uint_t                      backup, fresh;
+    struct sockaddr                *sa;
+    ngx_str_t                      *name;
     ngx_llmd_ctx_t                 *ctx;
+    ngx_llmd_cand_t                *cd;
     ngx_llmd_peer_t                *sp;
     ngx_llmd_shctx_t               *sh;
     ngx_llmd_srv_conf_t            *conf;
@@ -287,39 +571,10 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
 
     ngx_http_upstream_rr_peers_wlock(peers);
 
-    /* the live candidates, as the stock balancers define them */
-    ncand = 0;
+    ncand = ngx_llmd_static_candidates(lp, peers, backup, now);
 
-    for (peer = peers->peer, i = 0; peer; peer = peer->next, i++) {
-
-        n = i / (8 * sizeof(uintptr_t));
-        m = (uintptr_t) 1 << i % (8 * sizeof(uintptr_t));
-
-        if (lp->rrp.tried[n] & m) {
-            continue;
-        }
-
-        if (peer->down) {
-            continue;
-        }
-
-        if (peer->max_fails
-            && peer->fails >= peer->max_fails
-            && now - peer->checked <= peer->fail_timeout)
-        {
-            continue;
-        }
-
-        if (peer->max_conns && peer->conns >= peer->max_conns) {
-            continue;
-        }
-
-        lp->cand[ncand] = peer;
-        lp->cand_slot[ncand] = (i < conf->nslots[backup])
-                               ? conf->slots[backup][i] : -1;
-        lp->cand_match[ncand] = 0;
-        lp->cand_index[ncand] = i;
-        ncand++;
+    if (conf->redis && !backup) {
+        ncand = ngx_llmd_discovered_candidates(lp, ncand, now);
     }
 
     if (ncand == 0) {
@@ -327,114 +582,97 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
     }
 
     /* prefix affinity: leading blocks each candidate holds */
-    nkeys = (ctx && ctx->inspected) ? ctx->req.prefix.nkeys : 0;
-
-    if (nkeys && ncand > 1) {
-        ngx_llmd_zone_match(conf, ctx->req.prefix.keys, nkeys, lp->cand_slot,
-                            ncand, lp->cand_match);
-    }
-
-    /* load */
-    min_load = NGX_MAX_UINT32_VALUE;
-    max_load = 0;
-    max_tokens = 0;
+    nkeys = ctx->inspected ? ctx->req.prefix.nkeys : 0;
 
     for (c = 0; c < ncand; c++) {
-        slot = lp->cand_slot[c];
-        sp = slot >= 0 ? &sh->peers[slot] : NULL;
-
-        load = sp ? sp->inflight : 0;
-        min_load = ngx_min(min_load, load);
-        max_load = ngx_max(max_load, load);
-
-        if (sp) {
-            max_tokens = ngx_max(max_tokens,
-                                 sp->inflight_tokens / lp->cand[c]->weight);
-        }
+        lp->slots[c] = lp->cand[c].slot;
+        lp->match[c] = 0;
     }
 
-    rel = conf->balance_rel;
+    if (nkeys && ncand > 1) {
+        ngx_llmd_zone_match(conf, ctx->req.prefix.keys, nkeys, lp->slots,
+                            ncand, lp->match);
+    }
+
+    for (c = 0; c < ncand; c++) {
+        lp->cand[c].match = lp->match[c];
+    }
+
     start = ngx_atomic_fetch_add(&sh->cursor, 1) % ncand;
     best = start;
-    best_score = NGX_MAX_INT_T_VALUE;
+    ctx->predicted = 0;
 
-    if (max_load - min_load > conf->balance_abs
-        && max_load * NGX_LLMD_WEIGHT_SCALE > rel * min_load)
-    {
-        /* imbalanced: the least loaded peer, stickiness notwithstanding */
-        for (k = 0; k < ncand; k++) {
-            c = (start + k) % ncand;
-            slot = lp->cand_slot[c];
-            load = slot >= 0 ? sh->peers[slot].inflight : 0;
-            s = (ngx_int_t) load;
-            if (s < best_score) {
-                best_score = s;
-                best = c;
-            }
-        }
+    rc = NGX_DECLINED;
 
-        if (ctx) {
-            ctx->reason = "balance";
-        }
-
-        goto found;
+    if (conf->redis && ncand > 0) {
+        rc = ngx_llmd_pick_predicted(lp, ncand, start, &best);
+        ctx->predicted = (rc == NGX_OK);
     }
 
-    /* scores in fixed point; higher is better, kept negated as a cost */
-    for (k = 0; k < ncand; k++) {
-        c = (start + k) % ncand;
-        slot = lp->cand_slot[c];
-
-        score = 0;
-
-        if (nkeys) {
-            score += conf->prefix_weight * (ngx_int_t) lp->cand_match[c]
-                     / (ngx_int_t) nkeys;
-        }
-
-        if (max_tokens && slot >= 0) {
-            score -= (ngx_int_t) ((uint64_t) conf->load_weight
-                                  * (sh->peers[slot].inflight_tokens
-                                     / lp->cand[c]->weight)
-                                  / max_tokens);
-        }
-
-        if (-score < best_score) {
-            best_score = -score;
-            best = c;
-        }
+    if (rc != NGX_OK) {
+        best = ngx_llmd_pick_scored(lp, ncand, start, nkeys);
     }
 
-    if (ctx) {
-        ctx->reason = lp->cand_match[best] ? "affinity" : "load";
+    cd = &lp->cand[best];
+    peer = cd->peer;
+    slot = cd->slot;
+
+    if (peer) {
+        pc->sockaddr = peer->sockaddr;
+        pc->socklen = peer->socklen;
+        pc->name = &peer->name;
+
+        peer->conns++;
+
+        if (now - peer->checked > peer->fail_timeout) {
+            peer->checked = now;
+        }
+
+        lp->rrp.current = peer;
+        lp->discovered = 0;
+
+        i = cd->index;
+        n = i / (8 * sizeof(uintptr_t));
+        m = (uintptr_t) 1 << i % (8 * sizeof(uintptr_t));
+        lp->rrp.tried[n] |= m;
+
+        ngx_http_upstream_rr_peers_unlock(peers);
+
+    } else {
+        ngx_http_upstream_rr_peers_unlock(peers);
+
+        /* a discovered peer: the connection gets its own copy of the
+         * address, the zone slot may be reused by another worker later */
+        sp = &sh->peers[slot];
+        len = sp->socklen;
+
+        sa = ngx_palloc(lp->request->pool, len);
+        name = ngx_palloc(lp->request->pool, sizeof(ngx_str_t));
+        if (sa == NULL || name == NULL) {
+            return NGX_ERROR;
+        }
+
+        name->data = ngx_pnalloc(lp->request->pool, sp->name_len);
+        if (name->data == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_memcpy(sa, sp->sockaddr, len);
+        ngx_memcpy(name->data, sp->name, sp->name_len);
+        name->len = sp->name_len;
+
+        pc->sockaddr = sa;
+        pc->socklen = len;
+        pc->name = name;
+
+        lp->rrp.current = NULL;
+        lp->discovered = 1;
+        lp->tried[slot / 64] |= (uint64_t) 1 << (slot % 64);
     }
-
-found:
-
-    peer = lp->cand[best];
-    slot = lp->cand_slot[best];
-
-    i = lp->cand_index[best];
-
-    pc->sockaddr = peer->sockaddr;
-    pc->socklen = peer->socklen;
-    pc->name = &peer->name;
-
-    peer->conns++;
-
-    if (now - peer->checked > peer->fail_timeout) {
-        peer->checked = now;
-    }
-
-    lp->rrp.current = peer;
-
-    n = i / (8 * sizeof(uintptr_t));
-    m = (uintptr_t) 1 << i % (8 * sizeof(uintptr_t));
-    lp->rrp.tried[n] |= m;
-
-    ngx_http_upstream_rr_peers_unlock(peers);
 
     lp->slot = slot;
+    lp->predicted = ctx->predicted ? cd->ttft : 0.0;
+    lp->pending = 0;
 
     if (slot >= 0) {
         sp = &sh->peers[slot];
@@ -442,31 +680,44 @@ found:
         (void) ngx_atomic_fetch_add(&sp->inflight, 1);
         (void) ngx_atomic_fetch_add(&sp->inflight_tokens, lp->tokens);
         (void) ngx_atomic_fetch_add(&sp->picks, 1);
+        (void) ngx_atomic_fetch_add(&sp->prefix_hit_blocks, cd->match);
+        (void) ngx_atomic_fetch_add(&sp->prefix_blocks, nkeys);
 
-        if (ctx && ctx->reason) {
-            if (ctx->reason[0] == 'a') {
-                (void) ngx_atomic_fetch_add(&sp->affinity_picks, 1);
-
-            } else if (ctx->reason[0] == 'b') {
-                (void) ngx_atomic_fetch_add(&sp->balance_picks, 1);
-            }
+        switch (ctx->reason[0]) {
+        case 'a':
+            (void) ngx_atomic_fetch_add(&sp->affinity_picks, 1);
+            break;
+        case 'b':
+            (void) ngx_atomic_fetch_add(&sp->balance_picks, 1);
+            break;
+        case 'p':
+        case 's':
+            (void) ngx_atomic_fetch_add(&sp->predicted_picks, 1);
+            sp->predicted_ttft_ms = cd->ttft;
+            /* until its next heartbeat, the worker is busier than it said */
+            lp->pending = cd->uncached;
+            sp->pending_tokens += cd->uncached;
+            break;
         }
 
-        if (nkeys) {
-            ngx_llmd_zone_record(conf, ctx->req.prefix.keys, nkeys, slot);
+        fresh = ngx_llmd_redis_fresh(conf);
+
+        /* approximate placement, unless the worker tells us what it holds
+         * (and we are hearing it) */
+        if (nkeys && !(sp->events && fresh)) {
+            ngx_llmd_zone_record(conf, ctx->req.prefix.keys, nkeys, slot,
+                                 conf->redis != NULL);
         }
     }
 
-    if (ctx) {
-        ctx->peer = peer->name;
-        ctx->matched = lp->cand_match[best];
-        ctx->tries++;
-    }
+    ctx->peer = *pc->name;
+    ctx->matched = cd->match;
+    ctx->tries++;
+    ctx->predicted_ttft_ms = lp->predicted;
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, pc->log, 0,
                    "llmd picked %V (%s), matched %ui of %ui blocks",
-                   &peer->name, ctx && ctx->reason ? ctx->reason : "-",
-                   lp->cand_match[best], nkeys);
+                   pc->name, ctx->reason, cd->match, nkeys);
 
     return NGX_OK;
 
@@ -487,10 +738,10 @@ failed:
 
         ngx_http_upstream_rr_peers_unlock(peers);
 
-        s = ngx_llmd_get_peer(pc, lp);
+        rc = ngx_llmd_get_peer(pc, lp);
 
-        if (s != NGX_BUSY) {
-            return s;
+        if (rc != NGX_BUSY) {
+            return rc;
         }
 
         ngx_http_upstream_rr_peers_wlock(peers);
@@ -504,29 +755,87 @@ failed:
 }
 
 
+/* The TTFT this request showed: the time to the response header for a
+ * stream (workers send headers with the first token), else the worker's
+ * X-LLMD-TTFT-Ms header. */
+static ngx_int_t
+ngx_llmd_observed_ttft(ngx_llmd_peer_data_t *lp, double *ms)
+{
+    ngx_uint_t                  i;
+    ngx_list_part_t            *part;
+    ngx_table_elt_t            *h;
+    ngx_http_upstream_t        *u;
+    ngx_http_upstream_state_t  *us;
+
+    u = lp->request->upstream;
+    us = u ? u->state : NULL;
+
+    if (us == NULL || us->header_time == (ngx_msec_t) -1) {
+        return NGX_DECLINED;
+    }
+
+    if (lp->ctx->req.stream == 1) {
+        *ms = (double) us->header_time;
+        return NGX_OK;
+    }
+
+    part = &u->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("X-LLMD-TTFT-Ms") - 1
+            && ngx_strncasecmp(h[i].key.data, (u_char *) "X-LLMD-TTFT-Ms",
+                               h[i].key.len) == 0)
+        {
+            *ms = strtod((char *) h[i].value.data, NULL);
+            return *ms >= 0.0 ? NGX_OK : NGX_DECLINED;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
 static void
 ngx_llmd_free_peer(ngx_peer_connection_t *pc, void *data, ngx_uint_t state)
 {
     ngx_llmd_peer_data_t  *lp = data;
 
+    double                      observed;
+    ngx_int_t                   slot;
     ngx_msec_t                  t;
     ngx_atomic_int_t            ewma, sample;
     ngx_llmd_peer_t            *sp;
     ngx_http_upstream_state_t  *us;
 
-    if (lp->slot >= 0) {
-        sp = &lp->conf->sh->peers[lp->slot];
+    slot = lp->slot;
+    sp = slot >= 0 ? &lp->conf->sh->peers[slot] : NULL;
 
+    if (sp) {
         (void) ngx_atomic_fetch_add(&sp->inflight, -1);
         (void) ngx_atomic_fetch_add(&sp->inflight_tokens,
                                     -(ngx_atomic_int_t) lp->tokens);
 
         if (state & NGX_PEER_FAILED) {
             (void) ngx_atomic_fetch_add(&sp->failures, 1);
+
+            /* the work never reached it */
+            if (sp->pending_tokens >= lp->pending) {
+                sp->pending_tokens -= lp->pending;
+            }
         }
 
-        /* time to the response header: what a client waits for its first
-         * token; kept as an EWMA (1/8) for the status and predictors */
+        /* time to the response header, kept as an EWMA (1/8) */
         us = lp->request->upstream ? lp->request->upstream->state : NULL;
 
         if (state == 0 && us && us->header_time != (ngx_msec_t) -1
@@ -538,7 +847,40 @@ ngx_llmd_free_peer(ngx_peer_connection_t *pc, void *data, ngx_uint_t state)
             sp->header_time_ewma = ewma ? ewma + (sample - ewma) / 8 : sample;
         }
 
+        if (state == 0 && lp->ctx->inspected
+            && ngx_llmd_observed_ttft(lp, &observed) == NGX_OK)
+        {
+            lp->ctx->observed = 1;
+            lp->ctx->observed_ttft_ms = observed;
+            ngx_llmd_observe_ttft(lp->conf, slot, observed);
+
+            if (lp->ctx->predicted) {
+                ngx_llmd_predict_observe(lp->conf, slot, lp->predicted,
+                                         observed);
+            }
+        }
+
         lp->slot = -1;
+    }
+
+    if (lp->discovered) {
+        /* not an rr peer: its failures are kept in the zone, and it sits
+         * out 10 s after one (max_fails=1 fail_timeout=10s) */
+        if (sp && (state & NGX_PEER_FAILED)) {
+            sp->dyn_fails++;
+            sp->dyn_checked = ngx_time();
+
+        } else if (sp && state == 0) {
+            sp->dyn_fails = 0;
+        }
+
+        lp->discovered = 0;
+
+        if (pc->tries) {
+            pc->tries--;
+        }
+
+        return;
     }
 
     ngx_http_upstream_free_round_robin_peer(pc, data, state);

@@ -11,6 +11,7 @@
 #include "ngx_llmd.h"
 
 
+static void *ngx_llmd_create_main_conf(ngx_conf_t *cf);
 static void *ngx_llmd_create_srv_conf(ngx_conf_t *cf);
 static void *ngx_llmd_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_llmd_merge_loc_conf(ngx_conf_t *cf, void *parent,
@@ -23,6 +24,9 @@ static char *ngx_llmd_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_llmd_weight(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_llmd_balance_threshold(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_llmd_slo(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+static ngx_int_t ngx_llmd_init_process(ngx_cycle_t *cycle);
+static void ngx_llmd_exit_process(ngx_cycle_t *cycle);
 
 static ngx_int_t ngx_llmd_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -95,6 +99,27 @@ static ngx_command_t  ngx_llmd_commands[] = {
       offsetof(ngx_llmd_srv_conf_t, default_max_tokens),
       NULL },
 
+    { ngx_string("llmd_redis"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_1MORE,
+      ngx_llmd_redis_directive,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llmd_slo"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_1MORE,
+      ngx_llmd_slo,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llmd_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_llmd_status_directive,
+      0,
+      0,
+      NULL },
+
     { ngx_string("llmd_inspect"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -124,7 +149,7 @@ static ngx_http_module_t  ngx_llmd_module_ctx = {
     ngx_llmd_add_variables,                /* preconfiguration */
     ngx_llmd_postconfiguration,            /* postconfiguration */
 
-    NULL,                                  /* create main configuration */
+    ngx_llmd_create_main_conf,             /* create main configuration */
     NULL,                                  /* init main configuration */
 
     ngx_llmd_create_srv_conf,              /* create server configuration */
@@ -142,10 +167,10 @@ ngx_module_t  ngx_llmd_module = {
     NGX_HTTP_MODULE,                       /* module type */
     NULL,                                  /* init master */
     NULL,                                  /* init module */
-    NULL,                                  /* init process */
+    ngx_llmd_init_process,                 /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_llmd_exit_process,                 /* exit process */
     NULL,                                  /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -155,7 +180,9 @@ enum {
     NGX_LLMD_VAR_PEER = 0,
     NGX_LLMD_VAR_PREFIX_HIT,
     NGX_LLMD_VAR_REASON,
-    NGX_LLMD_VAR_PROMPT_BYTES
+    NGX_LLMD_VAR_PROMPT_BYTES,
+    NGX_LLMD_VAR_PREDICTED_TTFT,
+    NGX_LLMD_VAR_OBSERVED_TTFT
 };
 
 
@@ -173,8 +200,35 @@ static ngx_http_variable_t  ngx_llmd_vars[] = {
     { ngx_string("llmd_prompt_bytes"), NULL, ngx_llmd_variable,
       NGX_LLMD_VAR_PROMPT_BYTES, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("llmd_predicted_ttft"), NULL, ngx_llmd_variable,
+      NGX_LLMD_VAR_PREDICTED_TTFT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llmd_observed_ttft"), NULL, ngx_llmd_variable,
+      NGX_LLMD_VAR_OBSERVED_TTFT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
       ngx_http_null_variable
 };
+
+
+static void *
+ngx_llmd_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_llmd_main_conf_t  *lmcf;
+
+    lmcf = ngx_pcalloc(cf->pool, sizeof(ngx_llmd_main_conf_t));
+    if (lmcf == NULL) {
+        return NULL;
+    }
+
+    if (ngx_array_init(&lmcf->upstreams, cf->pool, 4,
+                       sizeof(ngx_llmd_srv_conf_t *))
+        != NGX_OK)
+    {
+        return NULL;
+    }
+
+    return lmcf;
+}
 
 
 static void *
@@ -203,6 +257,8 @@ ngx_llmd_create_srv_conf(ngx_conf_t *cf)
     conf->balance_abs = NGX_CONF_UNSET_UINT;
     conf->balance_rel = NGX_CONF_UNSET;
     conf->default_max_tokens = NGX_CONF_UNSET_UINT;
+    conf->slo_ttft = NGX_CONF_UNSET_MSEC;
+    conf->slo_itl = NGX_CONF_UNSET_MSEC;
 
     return conf;
 }
@@ -396,6 +452,68 @@ ngx_llmd_balance_threshold(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
+/* llmd_slo ttft=500ms itl=50ms; */
+static char *
+ngx_llmd_slo(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_llmd_srv_conf_t  *lcf = conf;
+
+    ngx_str_t   *value, s;
+    ngx_uint_t   i;
+    ngx_msec_t  *field;
+
+    if (lcf->slo_ttft != NGX_CONF_UNSET_MSEC
+        || lcf->slo_itl != NGX_CONF_UNSET_MSEC)
+    {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "ttft=", 5) == 0) {
+            field = &lcf->slo_ttft;
+        } else if (ngx_strncmp(value[i].data, "itl=", 4) == 0) {
+            field = &lcf->slo_itl;
+        } else {
+            goto invalid;
+        }
+
+        s.data = (u_char *) ngx_strlchr(value[i].data,
+                                        value[i].data + value[i].len, '=') + 1;
+        s.len = value[i].data + value[i].len - s.data;
+
+        *field = ngx_parse_time(&s, 0);
+        if (*field == (ngx_msec_t) NGX_ERROR) {
+            goto invalid;
+        }
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid parameter \"%V\"", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+static ngx_int_t
+ngx_llmd_init_process(ngx_cycle_t *cycle)
+{
+    return ngx_llmd_redis_init_process(cycle);
+}
+
+
+static void
+ngx_llmd_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_llmd_redis_exit_process(cycle);
+}
+
+
 static ngx_int_t
 ngx_llmd_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     uintptr_t data)
@@ -442,6 +560,25 @@ ngx_llmd_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         }
         v->data = (u_char *) ctx->reason;
         v->len = ngx_strlen(ctx->reason);
+        break;
+
+    case NGX_LLMD_VAR_PREDICTED_TTFT:
+    case NGX_LLMD_VAR_OBSERVED_TTFT:
+        if (data == NGX_LLMD_VAR_PREDICTED_TTFT ? !ctx->predicted
+                                                : !ctx->observed)
+        {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+        p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 4);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+        v->data = p;
+        v->len = ngx_sprintf(p, "%.1f",
+                             data == NGX_LLMD_VAR_PREDICTED_TTFT
+                             ? ctx->predicted_ttft_ms
+                             : ctx->observed_ttft_ms) - p;
         break;
 
     default: /* NGX_LLMD_VAR_PROMPT_BYTES */

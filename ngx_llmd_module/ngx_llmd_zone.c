@@ -49,6 +49,7 @@ ngx_llmd_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     }
 
     ngx_memzero(sh, sizeof(ngx_llmd_shctx_t));
+    sh->magic = NGX_LLMD_ZONE_MAGIC;
 
     /* give the index most of what is left; the slab allocator keeps some
      * bookkeeping of its own */
@@ -111,6 +112,27 @@ ngx_llmd_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                   (ngx_uint_t) NGX_LLMD_MAX_PEERS);
 
     return NGX_OK;
+}
+
+
+/* The zone slot of a peer, or NGX_ERROR if the zone never saw it. */
+ngx_int_t
+ngx_llmd_zone_find_peer(ngx_llmd_srv_conf_t *conf, u_char *name, size_t len)
+{
+    ngx_uint_t         i;
+    ngx_llmd_shctx_t  *sh;
+
+    sh = conf->sh;
+
+    for (i = 0; i < sh->npeers; i++) {
+        if (sh->peers[i].name_len == len
+            && ngx_memcmp(sh->peers[i].name, name, len) == 0)
+        {
+            return i;
+        }
+    }
+
+    return NGX_ERROR;
 }
 
 
@@ -327,8 +349,11 @@ ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
 /* The peer in slot now holds every block of this request. */
 void
 ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
-    ngx_uint_t nkeys, ngx_int_t slot)
+    ngx_uint_t nkeys, ngx_int_t slot, ngx_uint_t share)
 {
+    ngx_uint_t             head;
+    ngx_llmd_placement_t  *pl;
+
     uint16_t           id;
     uint32_t           e;
     ngx_uint_t         i, k;
@@ -363,6 +388,80 @@ ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
 
         ngx_memmove(&entry->peers[1], &entry->peers[0], k * sizeof(uint16_t));
         entry->peers[0] = id;
+
+        if (share) {
+            /* other gateways learn this placement through Redis; when the
+             * ring is full the oldest unsent placement is dropped */
+            head = sh->placements_head;
+            pl = &sh->placements[head % NGX_LLMD_PLACEMENTS];
+            pl->key = keys[i];
+            pl->slot = (uint32_t) slot;
+            sh->placements_head = head + 1;
+
+            if (head + 1 - sh->placements_tail > NGX_LLMD_PLACEMENTS) {
+                sh->placements_tail = head + 1 - NGX_LLMD_PLACEMENTS;
+            }
+        }
+    }
+
+    ngx_shmtx_unlock(&conf->shpool->mutex);
+}
+
+
+static void
+ngx_llmd_entry_drop(ngx_llmd_entry_t *e, uint16_t id)
+{
+    ngx_uint_t  k;
+
+    for (k = 0; k < NGX_LLMD_KEY_PEERS && e->peers[k]; k++) {
+        if (e->peers[k] == id) {
+            ngx_memmove(&e->peers[k], &e->peers[k + 1],
+                        (NGX_LLMD_KEY_PEERS - 1 - k) * sizeof(uint16_t));
+            e->peers[NGX_LLMD_KEY_PEERS - 1] = 0;
+            return;
+        }
+    }
+}
+
+
+/* The peer no longer holds these prefixes (its cache evicted them). */
+void
+ngx_llmd_zone_remove(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
+    ngx_uint_t nkeys, ngx_int_t slot)
+{
+    uint32_t           e;
+    ngx_uint_t         i;
+    ngx_llmd_shctx_t  *sh;
+
+    sh = conf->sh;
+
+    ngx_shmtx_lock(&conf->shpool->mutex);
+
+    for (i = 0; i < nkeys; i++) {
+        e = ngx_llmd_lookup(sh, keys[i]);
+        if (e != NGX_LLMD_NIL) {
+            ngx_llmd_entry_drop(&sh->entries[e], (uint16_t) (slot + 1));
+        }
+    }
+
+    ngx_shmtx_unlock(&conf->shpool->mutex);
+}
+
+
+/* The peer holds nothing any more (restart, snapshot resync): a full walk,
+ * which is rare. */
+void
+ngx_llmd_zone_forget_peer(ngx_llmd_srv_conf_t *conf, ngx_int_t slot)
+{
+    uint32_t           i;
+    ngx_llmd_shctx_t  *sh;
+
+    sh = conf->sh;
+
+    ngx_shmtx_lock(&conf->shpool->mutex);
+
+    for (i = sh->lru_head; i != NGX_LLMD_NIL; i = sh->entries[i].lru_next) {
+        ngx_llmd_entry_drop(&sh->entries[i], (uint16_t) (slot + 1));
     }
 
     ngx_shmtx_unlock(&conf->shpool->mutex);

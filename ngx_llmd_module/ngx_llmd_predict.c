@@ -1,0 +1,112 @@
+/*
+ * Latency prediction from the workers' own measurements (heartbeats), and
+ * its online calibration against what this gateway observes.
+ *
+ *   predicted TTFT = (queued prefill tokens + tokens picked for it since
+ *                     that heartbeat + this request's uncached tokens)
+ *                    / measured prefill tokens per second
+ *                  + decode step base + calibration residual
+ *   predicted ITL  = decode step base + per-sequence cost x batch it joins
+ *
+ * The residual is an EWMA of (observed - predicted), so a worker whose
+ * TTFT runs consistently above its own figures (network, tokenization,
+ * queueing the worker does not count) is corrected within a few requests
+ * with constant memory.
+ */
+
+#include "ngx_llmd.h"
+
+
+#define NGX_LLMD_EWMA_ALPHA     0.2
+#define NGX_LLMD_RESIDUAL_MAX   60000.0     /* ms */
+
+
+ngx_uint_t
+ngx_llmd_predict_ready(ngx_llmd_srv_conf_t *conf, ngx_int_t slot)
+{
+    ngx_llmd_peer_t  *p;
+
+    if (slot < 0 || !ngx_llmd_redis_fresh(conf)) {
+        return 0;
+    }
+
+    p = &conf->sh->peers[slot];
+
+    return p->hb_seen && p->alive && p->prefill_tps > 0.0;
+}
+
+
+void
+ngx_llmd_predict(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
+    uint64_t prompt_bytes, ngx_uint_t matched_blocks, double *ttft,
+    double *itl, uint64_t *uncached)
+{
+    double            t, batch;
+    uint64_t          prompt, cached, u;
+    ngx_llmd_peer_t  *p;
+
+    p = &conf->sh->peers[slot];
+
+    prompt = prompt_bytes / NGX_LLMD_BYTES_PER_TOKEN;
+    cached = (uint64_t) matched_blocks * conf->block_size
+             / NGX_LLMD_BYTES_PER_TOKEN;
+    u = prompt > cached ? prompt - cached : 1;
+
+    t = (double) (p->queued_prefill_tokens + p->pending_tokens + u)
+        / p->prefill_tps * 1000.0
+        + p->decode_ms_base + p->ttft_residual_ms;
+
+    *ttft = t > 0.0 ? t : 0.0;
+
+    /* the batch it would join: what the worker reported, or what we know
+     * we (and the other gateways) sent it since, whichever is larger */
+    batch = (double) ngx_max(p->running, p->inflight + p->remote_inflight)
+            + 1.0;
+
+    *itl = p->decode_ms_base + p->decode_ms_per_seq * batch;
+    *uncached = u;
+}
+
+
+void
+ngx_llmd_predict_observe(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
+    double predicted, double observed)
+{
+    double            err, r;
+    ngx_llmd_peer_t  *p;
+
+    p = &conf->sh->peers[slot];
+
+    err = observed - predicted;
+
+    /* written by whichever worker frees the request; a lost update costs
+     * one sample, nothing more */
+    r = p->ttft_residual_ms + NGX_LLMD_EWMA_ALPHA * err;
+    if (r > NGX_LLMD_RESIDUAL_MAX) {
+        r = NGX_LLMD_RESIDUAL_MAX;
+    } else if (r < -NGX_LLMD_RESIDUAL_MAX) {
+        r = -NGX_LLMD_RESIDUAL_MAX;
+    }
+    p->ttft_residual_ms = r;
+
+    p->prediction_error_ms = p->prediction_error_ms
+                             + NGX_LLMD_EWMA_ALPHA
+                               * ((err < 0 ? -err : err)
+                                  - p->prediction_error_ms);
+}
+
+
+void
+ngx_llmd_observe_ttft(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
+    double observed)
+{
+    ngx_llmd_peer_t  *p;
+
+    p = &conf->sh->peers[slot];
+
+    p->observed_ttft_ms = p->observed_ttft_ms == 0.0
+                          ? observed
+                          : p->observed_ttft_ms
+                            + NGX_LLMD_EWMA_ALPHA
+                              * (observed - p->observed_ttft_ms);
+}
