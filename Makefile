@@ -26,10 +26,17 @@ MODULE_SO     = $(BUILD)/ngx/ngx_llmd_module.so
 ASAN_NGINX    = $(BUILD)/asan/objs/nginx
 HAVE_WORKERS  = $(wildcard workers/Makefile)
 
-.PHONY: all module workers test test-common test-module test-asan \
+.PHONY: all module workers tools test test-common test-module test-asan \
         test-workers asan demo bench clean
 
-all: module workers
+all: module workers tools
+
+tools: $(BUILD)/llmd-prefix-keys
+
+$(BUILD)/llmd-prefix-keys: scripts/llmd-prefix-keys.c $(COMMON_SRCS) $(COMMON_HDRS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS_COMMON) -Icommon -o $@ $< $(COMMON_SRCS) \
+	    $$(pkg-config --cflags --libs msgpack) -lyajl -lxxhash
 
 module: $(MODULE_SO)
 
@@ -93,11 +100,11 @@ test-common: $(BUILD)/test_common $(BUILD)/test_wire
 	$(BUILD)/test_wire
 
 # the t/ suites against Debian's packaged nginx with the dynamic module
-test-module: module
+test-module: module tools
 	TEST_NGINX_LOAD_MODULE=$(MODULE_SO) prove -r t/
 
 # the same suites against the ASan+UBSan nginx; any sanitizer report fails
-test-asan: asan
+test-asan: asan tools
 	TEST_NGINX_BINARY=$(ASAN_NGINX) TEST_NGINX_CHECK_SANITIZER=1 \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:suppressions=$(TOP)/t/ubsan.supp prove -r t/

@@ -272,12 +272,21 @@ llmd_wire_pack_gateway(const llmd_gateway_load_t *gw, char *buf, size_t cap,
 
 /* ---- unpacking ---- */
 
+/* Writers differ on str versus bin for text; both are accepted (the two
+ * share one layout in msgpack_object). */
+static int
+is_text(const msgpack_object *o)
+{
+    return o->type == MSGPACK_OBJECT_STR || o->type == MSGPACK_OBJECT_BIN;
+}
+
+
 static int
 key_is(const msgpack_object *k, const char *name)
 {
     size_t  n = strlen(name);
 
-    return k->type == MSGPACK_OBJECT_STR && k->via.str.size == n
+    return is_text(k) && k->via.str.size == n
            && memcmp(k->via.str.ptr, name, n) == 0;
 }
 
@@ -293,8 +302,11 @@ unpack_field(const field_t *f, const msgpack_object *v, void *rec)
     switch (f->type) {
 
     case T_STR:
-        if (v->type != MSGPACK_OBJECT_STR) {
+        if (!is_text(v)) {
             return LLMD_WIRE_ETYPE;
+        }
+        if (memchr(v->via.str.ptr, '\0', v->via.str.size) != NULL) {
+            return LLMD_WIRE_ETYPE;     /* would truncate silently */
         }
         if (v->via.str.size >= f->size) {
             return LLMD_WIRE_ETOOBIG;

@@ -27,6 +27,7 @@
 #define NGX_LLMD_ZONE_MAGIC         0x6c6c6d6402    /* layout version */
 #define NGX_LLMD_PLACEMENTS         8192    /* ring of picks to share */
 #define NGX_LLMD_STALENESS_BUCKETS  8
+#define NGX_LLMD_PLACEHOLDER        "llmd-discovered-peers"
 
 typedef enum {
     NGX_LLMD_REDIS_OFF = 0,     /* no llmd_redis */

@@ -181,6 +181,14 @@ ngx_llmd_resolve_slots(ngx_llmd_srv_conf_t *conf,
          peer && i < conf->nslots[backup];
          peer = peer->next, i++)
     {
+        if (peer->name.len == sizeof(NGX_LLMD_PLACEHOLDER) - 1
+            && ngx_strncmp(peer->name.data, NGX_LLMD_PLACEHOLDER,
+                           peer->name.len) == 0)
+        {
+            slots[i] = -1;      /* stands in for discovered peers */
+            continue;
+        }
+
         slots[i] = ngx_llmd_zone_peer_slot(conf, &peer->name);
 
         if (slots[i] < 0) {

@@ -1322,6 +1322,42 @@ ngx_llmd_redis_key(ngx_conf_t *cf, ngx_llmd_redis_conf_t *rc,
 }
 
 
+static ngx_int_t
+ngx_llmd_redis_placeholder(ngx_conf_t *cf)
+{
+    ngx_addr_t                    *addr;
+    struct sockaddr_in            *sin;
+    ngx_http_upstream_server_t    *us;
+    ngx_http_upstream_srv_conf_t  *uscf;
+
+    uscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_upstream_module);
+
+    us = ngx_array_push(uscf->servers);
+    addr = ngx_pcalloc(cf->pool, sizeof(ngx_addr_t));
+    sin = ngx_pcalloc(cf->pool, sizeof(struct sockaddr_in));
+    if (us == NULL || addr == NULL || sin == NULL) {
+        return NGX_ERROR;
+    }
+
+    sin->sin_family = AF_INET;
+    sin->sin_port = htons(9);
+    sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+
+    addr->sockaddr = (struct sockaddr *) sin;
+    addr->socklen = sizeof(struct sockaddr_in);
+    ngx_str_set(&addr->name, NGX_LLMD_PLACEHOLDER);
+
+    ngx_memzero(us, sizeof(ngx_http_upstream_server_t));
+    us->name = addr->name;
+    us->addrs = addr;
+    us->naddrs = 1;
+    us->weight = 1;
+    us->down = 1;
+
+    return NGX_OK;
+}
+
+
 /* llmd_redis unix:/path|host:port [password=] [user=] [prefix=] [pool=]
  *            [interval=] [stale=] [allow=CIDR]... */
 char *
@@ -1466,6 +1502,12 @@ ngx_llmd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     lcf->redis = rc;
+
+    /* nginx insists on a server line in every upstream{}; discovered peers
+     * need none, so a placeholder that is always down stands in */
+    if (ngx_llmd_redis_placeholder(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 

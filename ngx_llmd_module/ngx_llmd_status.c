@@ -109,134 +109,205 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
 }
 
 
+/* Prometheus text: one family at a time, over every llmd upstream. */
+
+typedef enum {
+    F_REQUESTS, F_PICKS, F_INFLIGHT, F_INFLIGHT_TOKENS, F_FAILURES,
+    F_HIT_BLOCKS, F_BLOCKS, F_OBSERVED, F_PRED_ERR, F_UP, F_AGE, F_NFAMILIES
+} ngx_llmd_family_e;
+
+static const char  *ngx_llmd_families[F_NFAMILIES][3] = {
+    { "requests_total", "counter", "Requests sent to the peer." },
+    { "picks_total", "counter", "Picks of the peer by reason." },
+    { "inflight_requests", "gauge", "Requests in flight to the peer." },
+    { "inflight_tokens", "gauge",
+      "Estimated tokens (prompt + max_tokens) in flight to the peer." },
+    { "failures_total", "counter", "Failed attempts on the peer." },
+    { "prefix_hit_blocks_total", "counter",
+      "Prefix blocks the peer was believed to hold when picked." },
+    { "prefix_blocks_total", "counter",
+      "Prefix blocks of the requests sent to the peer." },
+    { "observed_ttft_seconds", "gauge",
+      "Time to first token this gateway observed (EWMA)." },
+    { "prediction_error_seconds", "gauge",
+      "Mean absolute error of predicted time to first token (EWMA)." },
+    { "peer_up", "gauge", "1 while the peer's heartbeat is fresh." },
+    { "peer_state_age_seconds", "gauge",
+      "Age of the peer's last heartbeat change." }
+};
+
+
 static u_char *
-ngx_llmd_status_prometheus(u_char *p, ngx_str_t *name,
-    ngx_llmd_srv_conf_t *conf)
+ngx_llmd_prom_peer(u_char *p, ngx_uint_t f, ngx_str_t *up,
+    ngx_llmd_peer_t *pr)
 {
-    ngx_uint_t         i, b, cum;
-    ngx_llmd_peer_t   *pr;
-    ngx_llmd_shctx_t  *sh;
+    ngx_uint_t  other;
 
-    sh = conf->sh;
+#define L  "llmd_gateway_%s{upstream=\"%V\",peer=\"%*s\"%s"
+#define LA ngx_llmd_families[f][0], up, pr->name_len, pr->name
 
-    for (i = 0; i < sh->npeers; i++) {
-        pr = &sh->peers[i];
+    switch (f) {
 
-#define L  "{upstream=\"%V\",peer=\"%*s\""
-#define LA name, pr->name_len, pr->name
+    case F_REQUESTS:
+        return ngx_sprintf(p, L "} %uA\n", LA, "", pr->picks);
 
-        p = ngx_sprintf(p,
-            "llmd_gateway_requests_total" L "} %uA\n"
-            "llmd_gateway_picks_total" L ",reason=\"affinity\"} %uA\n"
-            "llmd_gateway_picks_total" L ",reason=\"balance\"} %uA\n"
-            "llmd_gateway_picks_total" L ",reason=\"predicted\"} %uA\n"
-            "llmd_gateway_picks_total" L ",reason=\"load\"} %uA\n"
-            "llmd_gateway_inflight_requests" L "} %uA\n"
-            "llmd_gateway_inflight_tokens" L "} %uA\n"
-            "llmd_gateway_failures_total" L "} %uA\n"
-            "llmd_gateway_prefix_hit_blocks_total" L "} %uA\n"
-            "llmd_gateway_prefix_blocks_total" L "} %uA\n"
-            "llmd_gateway_observed_ttft_ms" L "} %.1f\n"
-            "llmd_gateway_prediction_error_ms" L "} %.1f\n",
-            LA, pr->picks,
-            LA, pr->affinity_picks,
-            LA, pr->balance_picks,
-            LA, pr->predicted_picks,
-            LA, pr->picks - pr->affinity_picks - pr->balance_picks
-                - pr->predicted_picks,
-            LA, pr->inflight,
-            LA, pr->inflight_tokens,
-            LA, pr->failures,
-            LA, pr->prefix_hit_blocks,
-            LA, pr->prefix_blocks,
-            LA, pr->observed_ttft_ms,
-            LA, pr->prediction_error_ms);
+    case F_PICKS:
+        other = pr->picks - pr->affinity_picks - pr->balance_picks
+                - pr->predicted_picks;
+        p = ngx_sprintf(p, L "} %uA\n", LA, ",reason=\"affinity\"",
+                        pr->affinity_picks);
+        p = ngx_sprintf(p, L "} %uA\n", LA, ",reason=\"balance\"",
+                        pr->balance_picks);
+        p = ngx_sprintf(p, L "} %uA\n", LA, ",reason=\"predicted\"",
+                        pr->predicted_picks);
+        return ngx_sprintf(p, L "} %ui\n", LA, ",reason=\"load\"", other);
 
-        if (pr->hb_seen) {
-            p = ngx_sprintf(p,
-                "llmd_gateway_peer_up" L "} %d\n"
-                "llmd_gateway_peer_state_age_seconds" L "} %.3f\n",
-                LA, pr->alive ? 1 : 0,
-                LA, (double) ngx_llmd_age(pr->hb_seen) / 1000.0);
-        }
+    case F_INFLIGHT:
+        return ngx_sprintf(p, L "} %uA\n", LA, "", pr->inflight);
+
+    case F_INFLIGHT_TOKENS:
+        return ngx_sprintf(p, L "} %uA\n", LA, "", pr->inflight_tokens);
+
+    case F_FAILURES:
+        return ngx_sprintf(p, L "} %uA\n", LA, "", pr->failures);
+
+    case F_HIT_BLOCKS:
+        return ngx_sprintf(p, L "} %uA\n", LA, "", pr->prefix_hit_blocks);
+
+    case F_BLOCKS:
+        return ngx_sprintf(p, L "} %uA\n", LA, "", pr->prefix_blocks);
+
+    case F_OBSERVED:
+        return ngx_sprintf(p, L "} %.4f\n", LA, "",
+                           pr->observed_ttft_ms / 1000.0);
+
+    case F_PRED_ERR:
+        return ngx_sprintf(p, L "} %.4f\n", LA, "",
+                           pr->prediction_error_ms / 1000.0);
+
+    case F_UP:
+        return pr->hb_seen ? ngx_sprintf(p, L "} %d\n", LA, "",
+                                         pr->alive ? 1 : 0)
+                           : p;
+
+    default: /* F_AGE */
+        return pr->hb_seen
+               ? ngx_sprintf(p, L "} %.3f\n", LA, "",
+                             (double) ngx_llmd_age(pr->hb_seen) / 1000.0)
+               : p;
+    }
 
 #undef L
 #undef LA
+}
+
+
+#define ngx_llmd_prom_head(p, name, type, help)                              \
+    ngx_sprintf(p, "# HELP llmd_gateway_%s %s\n# TYPE llmd_gateway_%s %s\n", \
+                name, help, name, type)
+
+static u_char *
+ngx_llmd_status_prometheus(u_char *p, ngx_llmd_srv_conf_t **ups,
+    ngx_uint_t n)
+{
+    ngx_uint_t         f, i, k, b, cum;
+    ngx_str_t         *name;
+    ngx_llmd_shctx_t  *sh;
+
+    for (f = 0; f < F_NFAMILIES; f++) {
+        p = ngx_llmd_prom_head(p, ngx_llmd_families[f][0],
+                               ngx_llmd_families[f][1],
+                               ngx_llmd_families[f][2]);
+
+        for (i = 0; i < n; i++) {
+            for (k = 0; k < ups[i]->sh->npeers; k++) {
+                p = ngx_llmd_prom_peer(p, f, &ups[i]->upstream->host,
+                                       &ups[i]->sh->peers[k]);
+            }
+        }
     }
 
-    p = ngx_sprintf(p, "llmd_gateway_prefix_index_entries{upstream=\"%V\"} "
-                    "%uD\n"
-                    "llmd_gateway_prefix_index_evictions_total"
-                    "{upstream=\"%V\"} %uA\n",
-                    name, sh->used, name, sh->evictions);
+    p = ngx_llmd_prom_head(p, "prefix_index_entries", "gauge",
+                           "Prefix keys in the shared index.");
+    for (i = 0; i < n; i++) {
+        p = ngx_sprintf(p, "llmd_gateway_prefix_index_entries"
+                        "{upstream=\"%V\"} %uD\n",
+                        &ups[i]->upstream->host, ups[i]->sh->used);
+    }
 
-    if (conf->redis) {
-        p = ngx_sprintf(p,
-            "llmd_gateway_redis_state_age_seconds{upstream=\"%V\"} %.3f\n"
-            "llmd_gateway_redis_fresh{upstream=\"%V\"} %d\n"
-            "llmd_gateway_redis_rejected_records_total{upstream=\"%V\"} %uA\n"
-            "llmd_gateway_redis_errors_total{upstream=\"%V\"} %uA\n"
-            "llmd_gateway_redis_events_total{upstream=\"%V\"} %uA\n"
-            "llmd_gateway_redis_heartbeats_total{upstream=\"%V\"} %uA\n",
-            name, (double) ngx_llmd_age(sh->redis_ok) / 1000.0,
-            name, ngx_llmd_redis_fresh(conf) ? 1 : 0,
-            name, sh->records_rejected,
-            name, sh->redis_errors,
-            name, sh->events_applied,
-            name, sh->heartbeats);
+    p = ngx_llmd_prom_head(p, "prefix_index_evictions_total", "counter",
+                           "Prefix keys evicted from the shared index.");
+    for (i = 0; i < n; i++) {
+        p = ngx_sprintf(p, "llmd_gateway_prefix_index_evictions_total"
+                        "{upstream=\"%V\"} %uA\n",
+                        &ups[i]->upstream->host, ups[i]->sh->evictions);
+    }
+
+#define REDIS_FAMILY(metric, type, help, fmt, value)                         \
+    p = ngx_llmd_prom_head(p, metric, type, help);                           \
+    for (i = 0; i < n; i++) {                                                \
+        if (ups[i]->redis) {                                                 \
+            sh = ups[i]->sh;                                                 \
+            p = ngx_sprintf(p, "llmd_gateway_" metric "{upstream=\"%V\"} "   \
+                            fmt "\n", &ups[i]->upstream->host, value);       \
+        }                                                                    \
+    }
+
+    REDIS_FAMILY("redis_state_age_seconds", "gauge",
+                 "Age of the last complete read of the fleet state.", "%.3f",
+                 (double) ngx_llmd_age(sh->redis_ok) / 1000.0)
+    REDIS_FAMILY("redis_fresh", "gauge",
+                 "1 while the fleet state is fresh enough to route on.", "%d",
+                 ngx_llmd_redis_fresh(ups[i]) ? 1 : 0)
+    REDIS_FAMILY("redis_rejected_records_total", "counter",
+                 "Malformed, hostile or foreign records ignored.", "%uA",
+                 sh->records_rejected)
+    REDIS_FAMILY("redis_errors_total", "counter",
+                 "Redis connection losses and error replies.", "%uA",
+                 sh->redis_errors)
+    REDIS_FAMILY("redis_events_total", "counter",
+                 "Cache events applied to the prefix index.", "%uA",
+                 sh->events_applied)
+    REDIS_FAMILY("redis_heartbeats_total", "counter",
+                 "Worker heartbeats applied.", "%uA", sh->heartbeats)
+
+#undef REDIS_FAMILY
+
+    p = ngx_llmd_prom_head(p, "event_staleness_seconds", "histogram",
+                           "Time from a worker's cache event to shared "
+                           "memory.");
+
+    for (i = 0; i < n; i++) {
+        if (ups[i]->redis == NULL) {
+            continue;
+        }
+
+        sh = ups[i]->sh;
+        name = &ups[i]->upstream->host;
 
         for (b = 0, cum = 0; b < NGX_LLMD_STALENESS_BUCKETS; b++) {
             cum += sh->staleness[b];
 
             if (b < NGX_LLMD_STALENESS_BUCKETS - 1) {
-                p = ngx_sprintf(p, "llmd_gateway_event_staleness_ms_bucket"
-                                "{upstream=\"%V\",le=\"%ui\"} %ui\n",
-                                name, ngx_llmd_staleness_le[b], cum);
-            } else {
-                p = ngx_sprintf(p, "llmd_gateway_event_staleness_ms_bucket"
-                                "{upstream=\"%V\",le=\"+Inf\"} %ui\n"
-                                "llmd_gateway_event_staleness_ms_sum"
-                                "{upstream=\"%V\"} %uA\n"
-                                "llmd_gateway_event_staleness_ms_count"
-                                "{upstream=\"%V\"} %ui\n",
-                                name, cum, name, sh->staleness_sum_ms,
-                                name, cum);
+                p = ngx_sprintf(p, "llmd_gateway_event_staleness_seconds_"
+                                "bucket{upstream=\"%V\",le=\"%.3f\"} %ui\n",
+                                name,
+                                (double) ngx_llmd_staleness_le[b] / 1000.0,
+                                cum);
             }
         }
+
+        p = ngx_sprintf(p, "llmd_gateway_event_staleness_seconds_bucket"
+                        "{upstream=\"%V\",le=\"+Inf\"} %ui\n"
+                        "llmd_gateway_event_staleness_seconds_sum"
+                        "{upstream=\"%V\"} %.3f\n"
+                        "llmd_gateway_event_staleness_seconds_count"
+                        "{upstream=\"%V\"} %ui\n",
+                        name, cum, name,
+                        (double) sh->staleness_sum_ms / 1000.0, name, cum);
     }
 
     return p;
-}
-
-
-static u_char *
-ngx_llmd_status_types(u_char *p)
-{
-    static const char *counters[] = {
-        "requests_total", "picks_total", "failures_total",
-        "prefix_hit_blocks_total", "prefix_blocks_total",
-        "prefix_index_evictions_total", "redis_rejected_records_total",
-        "redis_errors_total", "redis_events_total",
-        "redis_heartbeats_total", NULL
-    };
-    static const char *gauges[] = {
-        "inflight_requests", "inflight_tokens", "observed_ttft_ms",
-        "prediction_error_ms", "peer_up", "peer_state_age_seconds",
-        "prefix_index_entries", "redis_state_age_seconds", "redis_fresh",
-        NULL
-    };
-    ngx_uint_t  i;
-
-    for (i = 0; counters[i]; i++) {
-        p = ngx_sprintf(p, "# TYPE llmd_gateway_%s counter\n", counters[i]);
-    }
-
-    for (i = 0; gauges[i]; i++) {
-        p = ngx_sprintf(p, "# TYPE llmd_gateway_%s gauge\n", gauges[i]);
-    }
-
-    return ngx_sprintf(p, "# TYPE llmd_gateway_event_staleness_ms "
-                       "histogram\n");
 }
 
 
@@ -268,7 +339,7 @@ ngx_llmd_status_handler(ngx_http_request_t *r)
     lmcf = ngx_http_get_module_main_conf(r, ngx_llmd_module);
     ups = lmcf->upstreams.elts;
 
-    size = 4096;
+    size = 16384;
     for (i = 0; i < lmcf->upstreams.nelts; i++) {
         size += NGX_LLMD_STATUS_HEAD_MAX + ups[i]->upstream->host.len * 40
                 + ups[i]->sh->npeers * (NGX_LLMD_STATUS_PEER_MAX
@@ -283,23 +354,16 @@ ngx_llmd_status_handler(ngx_http_request_t *r)
     p = b->last;
 
     if (prom) {
-        p = ngx_llmd_status_types(p);
+        p = ngx_llmd_status_prometheus(p, ups, lmcf->upstreams.nelts);
+
     } else {
         p = ngx_sprintf(p, "{\"upstreams\":[");
-    }
 
-    for (i = 0; i < lmcf->upstreams.nelts; i++) {
-        if (ups[i]->sh == NULL) {
-            continue;
+        for (i = 0; i < lmcf->upstreams.nelts; i++) {
+            p = ngx_llmd_status_json(p, &ups[i]->upstream->host, ups[i],
+                                     i == 0);
         }
 
-        p = prom ? ngx_llmd_status_prometheus(p, &ups[i]->upstream->host,
-                                              ups[i])
-                 : ngx_llmd_status_json(p, &ups[i]->upstream->host, ups[i],
-                                        i == 0);
-    }
-
-    if (!prom) {
         p = ngx_sprintf(p, "]}\n");
     }
 

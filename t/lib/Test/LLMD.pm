@@ -29,12 +29,14 @@ use Cwd qw(abs_path);
 use File::Path qw(make_path remove_tree);
 use IO::Select;
 use IO::Socket::INET;
+use IO::Socket::UNIX;
 use POSIX qw(:sys_wait_h);
 use Time::HiRes qw(time sleep);
 
 our @EXPORT = qw(run_tests repeat_each workers no_shuffle server_port
                  rand_port nginx_start nginx_request nginx_reload nginx_stop
-                 error_log_text servroot sanitizer_report);
+                 error_log_text servroot sanitizer_report redis_start
+                 redis_stop redis_cmd prefix_keys);
 
 $SIG{PIPE} = 'IGNORE';
 
@@ -48,6 +50,92 @@ my $NginxPid;
 my $ServerPort;
 my @RandPorts;
 my $LogOffset = 0;
+
+my $RedisPid;
+my $RedisDir;
+
+# A real redis-server on a unix socket, as our child; its socket path is
+# $TEST_NGINX_REDIS_SOCK in configs.
+sub redis_start () {
+    $RedisDir ||= "/tmp/llmd-r-$$";
+    make_path($RedisDir);
+    my $sock = "$RedisDir/redis.sock";
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        open STDOUT, '>>', "$RedisDir/redis.log";
+        open STDERR, '>>', "$RedisDir/redis.log";
+        exec 'redis-server', '--port', '0', '--unixsocket', $sock,
+             '--unixsocketperm', '777', '--save', '', '--appendonly', 'no',
+             '--dir', $RedisDir;
+        exit 127;
+    }
+    $RedisPid = $pid;
+    my $deadline = time + 5;
+    while (time < $deadline) {
+        last if -S $sock && eval { redis_cmd('PING') eq 'PONG' };
+        sleep 0.01;
+    }
+    $ENV{TEST_NGINX_REDIS_SOCK} = $sock;
+    return $sock;
+}
+
+sub redis_stop () {
+    return unless $RedisPid;
+    kill 'TERM', $RedisPid;
+    waitpid($RedisPid, 0);
+    undef $RedisPid;
+    unlink "$RedisDir/redis.sock";
+}
+
+sub redis_read () {
+    my $s = shift;
+    my $line = <$s>;
+    die "redis: connection closed\n" unless defined $line;
+    $line =~ s/\r\n\z//;
+    my ($t, $rest) = (substr($line, 0, 1), substr($line, 1));
+    return $rest if $t eq '+' || $t eq ':';
+    die "redis: $rest\n" if $t eq '-';
+    if ($t eq '$') {
+        return undef if $rest < 0;
+        my $buf = '';
+        while (length $buf < $rest + 2) {
+            read($s, $buf, $rest + 2 - length $buf, length $buf) or last;
+        }
+        return substr($buf, 0, $rest);
+    }
+    if ($t eq '*') {
+        return undef if $rest < 0;
+        return [map { redis_read($s) } 1 .. $rest];
+    }
+    die "redis: bad reply $line\n";
+}
+
+# One command over a fresh connection; binary-safe arguments.
+sub redis_cmd () {
+    my @args = @_;
+    my $s = IO::Socket::UNIX->new(Peer => $ENV{TEST_NGINX_REDIS_SOCK}
+                                          || "$RedisDir/redis.sock")
+        or die "redis connect: $!";
+    binmode $s;
+    my $req = '*' . scalar(@args) . "\r\n";
+    $req .= '$' . length($_) . "\r\n$_\r\n" for @args;
+    print $s $req;
+    my $r = redis_read($s);
+    close $s;
+    return $r;
+}
+
+# The gateway's prefix keys for a request body (common/ via a small tool).
+sub prefix_keys () {
+    my ($body, $block) = @_;
+    my $tool = $ENV{TEST_LLMD_PREFIX_KEYS} || 'build/llmd-prefix-keys';
+    my $tmp = servroot() . ".body";
+    write_file($tmp, $body);
+    my @keys = split /\n/, `$tool ${\($block || 256)} < $tmp`;
+    unlink $tmp;
+    return @keys;
+}
 
 sub repeat_each () {
     $RepeatEach = shift if @_;
@@ -515,6 +603,8 @@ sub run_tests () {
 
 END {
     nginx_stop() if $NginxPid;
+    redis_stop() if $RedisPid;
+    remove_tree($RedisDir) if $RedisDir;
     if ($ServRoot && !$ENV{TEST_NGINX_KEEP}) {
         remove_tree($ServRoot);
     }

@@ -1,0 +1,59 @@
+/*
+ * Prints the prefix keys the gateway computes for an OpenAI request body,
+ * one decimal key per line: for tests, and for checking by hand that a
+ * worker and the gateway agree.
+ *
+ *   llmd-prefix-keys [BLOCK_BYTES] < body.json
+ */
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "llmd_request.h"
+
+
+int
+main(int argc, char **argv)
+{
+    size_t           len = 0, cap = 1 << 16, i, block;
+    char            *body;
+    unsigned char   *scratch;
+    uint64_t         keys[LLMD_PREFIX_MAX_BLOCKS_DEFAULT];
+    llmd_request_t   rq;
+
+    block = argc > 1 ? strtoul(argv[1], NULL, 10) : LLMD_PREFIX_BLOCK_DEFAULT;
+    if (block < LLMD_PREFIX_BLOCK_MIN || block > LLMD_PREFIX_BLOCK_MAX) {
+        fprintf(stderr, "block size out of range\n");
+        return 2;
+    }
+
+    body = malloc(cap);
+    scratch = malloc(block);
+    if (body == NULL || scratch == NULL) {
+        return 1;
+    }
+
+    while (!feof(stdin)) {
+        if (len == cap && (body = realloc(body, cap *= 2)) == NULL) {
+            return 1;
+        }
+        len += fread(body + len, 1, cap - len, stdin);
+    }
+
+    if (llmd_request_inspect(&rq, &llmd_libc_allocator, body, len, block,
+                             LLMD_PREFIX_MAX_BLOCKS_DEFAULT, scratch, keys)
+        != LLMD_REQ_OK)
+    {
+        fprintf(stderr, "%s\n", rq.error);
+        return 1;
+    }
+
+    for (i = 0; i < rq.prefix.nkeys; i++) {
+        printf("%" PRIu64 "\n", keys[i]);
+    }
+
+    free(body);
+    free(scratch);
+    return 0;
+}
