@@ -5,6 +5,9 @@
 
 #include "config.h"
 
+#include "llmd_prefix.h"
+#include "redis_url.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -20,7 +23,15 @@ const char config_usage[] =
 "  --model PATH             model file, for the real backends\n"
 "  --model-name NAME        served model name (llmd-sim)\n"
 "  --role both|prefill|decode  role in a disaggregated fleet (both)\n"
-"  --redis URL              fleet-state Redis, redis://HOST:PORT (unused yet)\n"
+"  --redis URL              publish fleet state to Redis:\n"
+"                           redis://[USER:PASSWORD@]HOST:PORT[/DB] or\n"
+"                           unix:///PATH/redis.sock[?password=P]\n"
+"  --redis-prefix P         Redis key prefix (llmd:)\n"
+"  --pool NAME              pool in the fleet state (default)\n"
+"  --worker-id ID           id in the fleet state (HOSTNAME-PORT)\n"
+"  --advertise HOST:PORT    address gateways connect to (the listen address)\n"
+"  --heartbeat-ms N         heartbeat interval; the TTL is 10x (100)\n"
+"  --prefix-block BYTES     gateway prefix block, = llmd_prefix_block (256)\n"
 "  --kv-blocks N            KV cache blocks (2048)\n"
 "  --block-tokens N         tokens per KV block (16)\n"
 "  --max-batch N            running requests per step at most (256)\n"
@@ -42,6 +53,10 @@ void config_defaults(struct worker_config *cfg)
     strcpy(cfg->backend, "sim");
     strcpy(cfg->model_name, "llmd-sim");
     strcpy(cfg->role, "both");
+    strcpy(cfg->redis_prefix, "llmd:");
+    strcpy(cfg->pool, "default");
+    cfg->heartbeat_ms = 100;
+    cfg->prefix_block = LLMD_PREFIX_BLOCK_DEFAULT;
     cfg->kv_blocks = 2048;
     cfg->block_tokens = 16;
     cfg->max_batch = 256;
@@ -109,7 +124,8 @@ enum {
     OPT_LISTEN = 256, OPT_BACKEND, OPT_MODEL, OPT_MODEL_NAME, OPT_ROLE,
     OPT_REDIS, OPT_KV_BLOCKS, OPT_BLOCK_TOKENS, OPT_MAX_BATCH,
     OPT_MAX_BATCH_TOKENS, OPT_MAX_MODEL_LEN, OPT_SIM_PROFILE, OPT_SPEED,
-    OPT_SEED, OPT_AGING, OPT_MAX_BODY, OPT_HELP
+    OPT_SEED, OPT_AGING, OPT_MAX_BODY, OPT_REDIS_PREFIX, OPT_POOL,
+    OPT_WORKER_ID, OPT_ADVERTISE, OPT_HEARTBEAT_MS, OPT_PREFIX_BLOCK, OPT_HELP
 };
 
 static const struct option options[] = {
@@ -129,6 +145,12 @@ static const struct option options[] = {
     { "seed",             required_argument, NULL, OPT_SEED },
     { "priority-aging",   required_argument, NULL, OPT_AGING },
     { "max-body-bytes",   required_argument, NULL, OPT_MAX_BODY },
+    { "redis-prefix",     required_argument, NULL, OPT_REDIS_PREFIX },
+    { "pool",             required_argument, NULL, OPT_POOL },
+    { "worker-id",        required_argument, NULL, OPT_WORKER_ID },
+    { "advertise",        required_argument, NULL, OPT_ADVERTISE },
+    { "heartbeat-ms",     required_argument, NULL, OPT_HEARTBEAT_MS },
+    { "prefix-block",     required_argument, NULL, OPT_PREFIX_BLOCK },
     { "help",             no_argument,       NULL, OPT_HELP },
     { NULL, 0, NULL, 0 }
 };
@@ -166,10 +188,48 @@ static enum config_result apply(struct worker_config *cfg, int opt,
             return fail(err, len, "--model-name: empty or longer than %zu bytes",
                         sizeof(cfg->model_name) - 1);
         return CONFIG_OK;
-    case OPT_REDIS:
-        if (strncmp(v, "redis://", 8) != 0
-            || copy_str(cfg->redis_url, sizeof(cfg->redis_url), v) != 0)
-            return fail(err, len, "--redis: expected redis://HOST:PORT, got '%s'", v);
+    case OPT_REDIS: {
+        struct redis_url url;
+        char why[128];
+        if (copy_str(cfg->redis_url, sizeof(cfg->redis_url), v) != 0)
+            return fail(err, len, "--redis: empty or too long");
+        if (redis_url_parse(v, &url, why, sizeof(why)) != 0)
+            return fail(err, len, "--redis: %s, got '%s'", why, v);
+        return CONFIG_OK;
+    }
+    case OPT_REDIS_PREFIX:
+        if (strlen(v) >= sizeof(cfg->redis_prefix) || strpbrk(v, " \r\n"))
+            return fail(err, len, "--redis-prefix: at most %zu bytes, no spaces",
+                        sizeof(cfg->redis_prefix) - 1);
+        strcpy(cfg->redis_prefix, v);
+        return CONFIG_OK;
+    case OPT_POOL:
+    case OPT_WORKER_ID: {
+        char *dst = opt == OPT_POOL ? cfg->pool : cfg->worker_id;
+        if (copy_str(dst, 64, v) != 0 || strpbrk(v, " :\r\n"))
+            return fail(err, len, "--%s: 1 to 63 bytes without spaces or ':', "
+                        "got '%s'", name, v);
+        return CONFIG_OK;
+    }
+    case OPT_ADVERTISE: {
+        const char *colon = strrchr(v, ':');
+        if (copy_str(cfg->advertise, sizeof(cfg->advertise), v) != 0
+            || colon == NULL || colon == v
+            || parse_long(colon + 1, 1, 65535, &n) != 0)
+            return fail(err, len, "--advertise: expected HOST:PORT (at most %zu "
+                        "bytes), got '%s'", sizeof(cfg->advertise) - 1, v);
+        return CONFIG_OK;
+    }
+    case OPT_HEARTBEAT_MS:
+        if (parse_long(v, 10, 60000, &n) != 0)
+            return fail(err, len, "--heartbeat-ms: expected 10..60000, got '%s'", v);
+        cfg->heartbeat_ms = (int) n;
+        return CONFIG_OK;
+    case OPT_PREFIX_BLOCK:
+        if (parse_long(v, LLMD_PREFIX_BLOCK_MIN, LLMD_PREFIX_BLOCK_MAX, &n) != 0)
+            return fail(err, len, "--prefix-block: expected %d..%d, got '%s'",
+                        LLMD_PREFIX_BLOCK_MIN, LLMD_PREFIX_BLOCK_MAX, v);
+        cfg->prefix_block = (int) n;
         return CONFIG_OK;
     case OPT_SIM_PROFILE:
         if (copy_str(cfg->sim_profile, sizeof(cfg->sim_profile), v) != 0)

@@ -18,6 +18,12 @@ struct worker_config {
     char        model_name[128];
     char        role[16];               /* both | prefill | decode */
     char        redis_url[CONFIG_STR_MAX];
+    char        redis_prefix[64];       /* fleet-state key prefix */
+    char        pool[64];
+    char        worker_id[64];          /* "": <hostname>-<port> */
+    char        advertise[64];          /* "": the listen address */
+    int         heartbeat_ms;
+    int         prefix_block;           /* gateway prefix block bytes */
     int         kv_blocks;
     int         block_tokens;
     int         max_batch;

@@ -158,8 +158,12 @@ static void on_token(struct engine *e, struct worker_request *r, int32_t tok,
     r->n_generated++;
     counter_add(&m->generation_tokens, 1);
     if (r->n_generated == 1) {
+        struct engine_event ev = { .req = r, .kind = ENGINE_FIRST };
+
         histogram_observe(&m->ttft, now - r->arrival);
+        engine_stats_first_token(&e->stats, now - r->arrival);
         r->first_token_at = now;
+        queue_push(&e->step_events, &ev);
     } else {
         histogram_observe(&m->itl, now - r->last_token_at);
     }
@@ -202,6 +206,8 @@ static void run_step(struct engine *e)
     }
     e->backend.ops->forward(&e->backend, &b, e->next_tokens);
     sched_commit(&e->sched, &b);
+    engine_stats_step(&e->stats, b.n_decode, b.n_prefill_tokens,
+                      now_seconds() - now);
     now = now_seconds();
     for (int i = 0; i < b.n; i++)
         if (b.items[i].sample)
@@ -222,6 +228,7 @@ static void update_gauges(struct engine *e)
                           memory_order_relaxed);
     atomic_store_explicit(&m->preemptions, e->sched.preemptions,
                           memory_order_relaxed);
+    engine_stats_publish(&e->stats, engine_stats_queued_prefill(&e->sched));
 }
 
 static void *engine_main(void *arg)
@@ -325,6 +332,7 @@ int engine_init(struct engine *e, const struct worker_config *cfg,
     pthread_cond_init(&e->in_wake, NULL);
     pthread_mutex_init(&e->out_lock, NULL);
     metrics_init(metrics, (uint64_t) cfg->kv_blocks, cfg->block_tokens);
+    engine_stats_init(&e->stats);
     return 0;
 }
 
@@ -355,6 +363,7 @@ void engine_destroy(struct engine *e)
     engine_stop(e);
     sched_destroy(&e->sched);
     kv_free(&e->kv);
+    engine_stats_destroy(&e->stats);
     if (e->backend.ops && e->backend.state)
         e->backend.ops->free(&e->backend);
     free(e->outbox.ev);

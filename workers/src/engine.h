@@ -23,6 +23,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "engine_stats.h"
 #include "kv_blocks.h"
 #include "metrics.h"
 #include "request.h"
@@ -30,7 +31,9 @@
 
 enum engine_event_kind {
     ENGINE_TEXT = 1,    /* text[0..len) follows what was sent before */
-    ENGINE_FINISH       /* req->finish says why; usage is in req */
+    ENGINE_FINISH,      /* req->finish says why; usage is in req */
+    ENGINE_FIRST        /* the first token is out: the prompt is computed
+                           and its full blocks are in the cache */
 };
 
 #define ENGINE_EVENT_TEXT 46
@@ -54,6 +57,7 @@ struct engine {
     struct kv_manager           kv;
     struct scheduler            sched;
     struct worker_metrics      *metrics;
+    struct engine_stats         stats;      /* for the fleet heartbeat */
     int                         max_model_len;
 
     pthread_t                   thread;

@@ -38,6 +38,7 @@
 
 #include "clock.h"
 #include "openai_api.h"
+#include "publisher.h"
 
 struct stream {
     struct http_server         *srv;
@@ -51,6 +52,8 @@ struct stream {
     bool                        closed;     /* the client is gone */
     bool                        dirty;      /* out has bytes to send */
     bool                        finished;
+    bool                        started;    /* SSE headers are out */
+    struct prefix_claim        *claim;      /* advertised once prefilled */
     char                        id[48];
     long                        created;
     char                       *prefix;     /* SSE chunk up to the text */
@@ -82,6 +85,8 @@ struct http_server {
     long                        started;
     uint64_t                    next_id;
     uint64_t                    id_salt;
+    struct publisher           *pub;        /* NULL without --redis */
+    bool                        stopping;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -205,6 +210,7 @@ static void stream_free(struct stream *st)
     if (st->out)
         evbuffer_free(st->out);
     free(st->prefix);
+    prefix_claim_free(st->claim);
     request_free(st->wr);
     free(st);
 }
@@ -237,6 +243,35 @@ static void add_owned(struct evbuffer *out, char *s, size_t len)
         evbuffer_add(out, s, len);
         free(s);
     }
+}
+
+/* The worker's own time to first token, for the gateway's calibration.
+ * Only read once the engine has announced the first token. */
+static void add_ttft_header(struct stream *st)
+{
+    char v[32];
+
+    if (st->wr->first_token_at == 0)
+        return;
+    snprintf(v, sizeof(v), "%.3f",
+             (st->wr->first_token_at - st->wr->arrival) * 1e3);
+    evhttp_add_header(evhttp_request_get_output_headers(st->req),
+                      "X-LLMD-TTFT-Ms", v);
+}
+
+/* Headers go out with the first token, so that a proxy's time to the
+ * response header is the time to first token. */
+static void start_sse(struct stream *st)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(st->req);
+
+    st->started = true;
+    evhttp_add_header(h, "Content-Type", "text/event-stream");
+    evhttp_add_header(h, "Cache-Control", "no-cache");
+    add_ttft_header(st);
+    evhttp_send_reply_start(st->req, 200, "OK");
+    if (evbuffer_get_length(st->out) > 0)
+        evhttp_send_reply_chunk(st->req, st->out);
 }
 
 static void finish_sse(struct stream *st)
@@ -276,6 +311,8 @@ static void finish_plain(struct stream *st)
                                st->srv->cfg.model_name, text ? text : "",
                                text_len, wr->finish, wr->n_prompt,
                                wr->n_generated, &len);
+    if (wr->n_generated > 0)
+        add_ttft_header(st);
     send_json(st->req, body, len);
 }
 
@@ -283,6 +320,15 @@ static void handle_event(struct http_server *srv, const struct engine_event *ev)
 {
     struct stream *st = ev->req->client;
 
+    if (ev->kind == ENGINE_FIRST) {
+        if (st->claim) {
+            publisher_prefilled(srv->pub, st->claim);
+            st->claim = NULL;
+        }
+        if (st->sse && !st->closed && !st->started)
+            start_sse(st);
+        return;
+    }
     if (ev->kind == ENGINE_TEXT) {
         if (st->closed)
             return;
@@ -304,7 +350,7 @@ static void handle_event(struct http_server *srv, const struct engine_event *ev)
     stream_unwatch(st);
     if (st->closed) {
         /* frees the request whether or not evhttp still has a connection */
-        if (st->sse)
+        if (st->sse && st->started)
             evhttp_send_reply_end(st->req);
         else
             evhttp_send_error(st->req, 499, "Client Closed Request");
@@ -316,6 +362,8 @@ static void handle_event(struct http_server *srv, const struct engine_event *ev)
         stream_free(st);
         return;
     }
+    if (!st->started)
+        start_sse(st);
     finish_sse(st);
     if (list_push(&srv->done, st) != 0) {
         evhttp_send_reply_chunk(st->req, st->out);
@@ -340,7 +388,7 @@ static void on_wakeup(evutil_socket_t fd, short what, void *arg)
     /* one HTTP chunk per stream per wakeup, however many tokens it holds */
     for (int i = 0; i < srv->dirty.n; i++) {
         struct stream *st = srv->dirty.s[i];
-        if (st->dirty && !st->closed)
+        if (st->dirty && !st->closed && st->started)
             evhttp_send_reply_chunk(st->req, st->out);
         st->dirty = false;
     }
@@ -471,20 +519,16 @@ static void handle_generate(struct http_server *srv, struct evhttp_request *req,
         goto oom;
     }
     wr->client = st;
+    if (srv->pub)
+        st->claim = publisher_claim(srv->pub, body, len, rq.prompt, rq.n_prompt);
     api_request_free(&rq);
 
-    if (st->sse) {
-        struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-        evhttp_add_header(h, "Content-Type", "text/event-stream");
-        evhttp_add_header(h, "Cache-Control", "no-cache");
-        evhttp_send_reply_start(req, 200, "OK");
-        if (kind == API_CHAT) {
-            size_t n = 0;
-            char *role = api_render_role_chunk(st->id, st->created,
-                                               srv->cfg.model_name, &n);
-            add_owned(st->out, role, n);
-            evhttp_send_reply_chunk(req, st->out);
-        }
+    /* the role chunk waits for the first token, with the headers */
+    if (st->sse && kind == API_CHAT) {
+        size_t n = 0;
+        char *role = api_render_role_chunk(st->id, st->created,
+                                           srv->cfg.model_name, &n);
+        add_owned(st->out, role, n);
     }
     watch_client(st);
     engine_submit(srv->engine, wr);
@@ -571,13 +615,27 @@ static void on_request(struct evhttp_request *req, void *arg)
 
 /* ------------------------------------------------------------------------ */
 
+static void stop_loop(void *arg)
+{
+    struct http_server *srv = arg;
+
+    event_base_loopexit(srv->base, NULL);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct http_server *srv = arg;
 
     (void) sig;
     (void) what;
-    event_base_loopexit(srv->base, NULL);
+    /* first leave the fleet (HDEL our heartbeat); a second signal does not
+     * wait for that */
+    if (srv->pub && !srv->stopping) {
+        srv->stopping = true;
+        publisher_shutdown(srv->pub, stop_loop, srv);
+        return;
+    }
+    stop_loop(srv);
 }
 
 /* evhttp's own bind uses a listen backlog of 128, too small for a burst of
@@ -655,6 +713,15 @@ struct http_server *http_server_new(const struct worker_config *cfg,
     }
     event_add(srv->sigint, NULL);
     event_add(srv->sigterm, NULL);
+    if (cfg->redis_url[0]) {
+        srv->pub = publisher_new(srv->base, cfg, engine, metrics,
+                                 http_server_port(srv), err, (size_t) err_len);
+        if (srv->pub == NULL) {
+            http_server_free(srv);
+            return NULL;
+        }
+        publisher_start(srv->pub);
+    }
     return srv;
 }
 
@@ -681,6 +748,7 @@ void http_server_free(struct http_server *srv)
 {
     if (srv == NULL)
         return;
+    publisher_free(srv->pub);
     if (srv->http)
         evhttp_free(srv->http);
     if (srv->wakeup)

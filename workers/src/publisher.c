@@ -1,0 +1,763 @@
+/*
+ * Fleet-state publisher: see publisher.h.
+ *
+ * Link states: DOWN (a retry timer is armed) -> CONNECTING -> HANDSHAKE
+ * (AUTH, SELECT, PING in flight) -> READY.  hiredis 0.14 has no timeouts
+ * of its own, so a watchdog on the tick drops a connection whose connect
+ * or replies take too long.  Every reply callback first checks that its
+ * context is still the current one: when a connection is dropped, hiredis
+ * calls the callbacks still pending with a NULL reply.
+ */
+
+#include "publisher.h"
+
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "llmd_prefix.h"
+#include "llmd_wire.h"
+#include "prefix_map.h"
+#include "redis_url.h"
+
+#define BACKOFF_MIN_MS      100
+#define BACKOFF_MAX_MS      5000
+#define CONNECT_TIMEOUT_S   2.0
+#define REPLY_TIMEOUT_S     3.0
+#define SNAPSHOT_EVERY_S    5.0
+#define SHUTDOWN_WAIT_MS    500
+#define TICK_MAX_MS         100
+#define MAX_PENDING         4096        /* replies outstanding before we skip */
+#define KV_QUEUE_MAX        (1 << 20)
+#define MAP_MAX_EDGES_MIN   65536
+
+enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_HANDSHAKE, LINK_READY };
+enum link_report { REPORT_NONE, REPORT_UP, REPORT_DOWN };
+
+struct change {
+    uint64_t    key;
+    uint32_t    type;       /* LLMD_EVENT_STORED or _REMOVED */
+};
+
+struct publisher {
+    struct event_base      *base;
+    struct engine          *engine;
+    struct worker_metrics  *metrics;
+    struct redis_url        url;
+    char                    where[REDIS_URL_HOST_MAX + 16];
+    char                    hb_key[256];
+    char                    events_key[256];
+    char                    snap_key[320];
+    llmd_heartbeat_t        hb;             /* the fixed fields */
+    size_t                  prefix_block;
+    int                     block_tokens;
+    int                     interval_ms;
+
+    redisAsyncContext      *ac;
+    enum link_state         state;
+    enum link_report        reported;
+    int                     backoff_ms;
+    int                     pending;        /* replies awaited on ac */
+    double                  progress_at;    /* connect start or last reply */
+    double                  last_beat;
+    double                  last_snapshot;
+    bool                    resync;         /* send everything held, anew */
+    bool                    error_logged;   /* one error reply per connection */
+    bool                    stopping;
+
+    struct event           *tick;
+    struct event           *retry;
+    struct event           *flush;
+    struct event           *kv_wake;
+    struct event           *shutdown_timer;
+    void                  (*done)(void *);
+    void                   *done_arg;
+
+    struct prefix_map      *map;
+    struct change          *changes;        /* this tick's, in order */
+    size_t                  n_changes;
+    size_t                  cap_changes;
+    uint64_t               *keybuf;         /* LLMD_WIRE_MAX_KEYS */
+    char                   *packbuf;        /* LLMD_WIRE_MAX_RECORD */
+
+    /* KV evictions from the engine thread */
+    pthread_mutex_t         kv_lock;
+    uint64_t               *kv_q;
+    size_t                  kv_n;
+    size_t                  kv_cap;
+    bool                    kv_overflow;
+    uint64_t               *kv_spare;
+    size_t                  kv_spare_cap;
+};
+
+static void connect_now(struct publisher *p);
+
+/* ------------------------------------------------------------------------ */
+/* small helpers */
+
+static uint64_t unix_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+}
+
+static struct timeval ms_to_tv(int ms)
+{
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+
+    return tv;
+}
+
+static void went_up(struct publisher *p)
+{
+    if (p->reported != REPORT_UP)
+        fprintf(stderr, "llmd-worker: redis connected (%s)\n", p->where);
+    p->reported = REPORT_UP;
+}
+
+static void went_down(struct publisher *p, const char *why)
+{
+    if (p->reported != REPORT_DOWN)
+        fprintf(stderr, "llmd-worker: redis unreachable: %s (%s)\n", why,
+                p->where);
+    p->reported = REPORT_DOWN;
+}
+
+static void schedule_retry(struct publisher *p)
+{
+    struct timeval tv = ms_to_tv(p->backoff_ms);
+
+    p->state = LINK_DOWN;
+    if (p->stopping)
+        return;
+    evtimer_add(p->retry, &tv);
+    p->backoff_ms = p->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+                                                        : p->backoff_ms * 2;
+}
+
+/* Forget the current connection, log, and retry later.  The context is
+ * detached first, so the callbacks hiredis runs while freeing it see that
+ * they belong to a dead connection. */
+static void drop_connection(struct publisher *p, const char *why)
+{
+    redisAsyncContext *ac = p->ac;
+
+    p->ac = NULL;
+    p->pending = 0;
+    p->resync = true;
+    went_down(p, why);
+    schedule_retry(p);
+    if (ac)
+        redisAsyncFree(ac);
+}
+
+static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct publisher *p = privdata;
+    redisReply *reply = r;
+
+    if (ac != p->ac || reply == NULL)
+        return;
+    p->pending--;
+    p->progress_at = now_seconds();
+    if (reply->type == REDIS_REPLY_ERROR && !p->error_logged) {
+        /* a bad reply is not a dead link: say it once, keep going */
+        fprintf(stderr, "llmd-worker: redis error: %s\n", reply->str);
+        p->error_logged = true;
+    }
+}
+
+static int command(struct publisher *p, redisCallbackFn *cb,
+    const char *fmt, ...)
+{
+    va_list ap;
+    int rc;
+
+    if (p->ac == NULL)
+        return -1;
+    va_start(ap, fmt);
+    rc = redisvAsyncCommand(p->ac, cb ? cb : on_reply, p, fmt, ap);
+    va_end(ap);
+    if (rc == REDIS_OK)
+        p->pending++;
+    return rc == REDIS_OK ? 0 : -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* records */
+
+static int send_event(struct publisher *p, uint32_t type, const uint64_t *keys,
+    size_t nkeys, bool as_snapshot)
+{
+    llmd_cache_event_t ev;
+    size_t len;
+
+    memset(&ev, 0, sizeof(ev));
+    memcpy(ev.id, p->hb.id, sizeof(ev.id));
+    memcpy(ev.addr, p->hb.addr, sizeof(ev.addr));
+    ev.type = type;
+    ev.ts_ms = unix_ms();
+    ev.block_size = (uint32_t) p->prefix_block;
+    ev.nkeys = (uint32_t) nkeys;
+    ev.max_keys = (uint32_t) nkeys;
+    ev.keys = (uint64_t *) keys;
+    if (llmd_wire_pack_event(&ev, p->packbuf, LLMD_WIRE_MAX_RECORD, &len)
+        != LLMD_WIRE_OK)
+        return -1;
+    if (as_snapshot)
+        return command(p, NULL, "SET %s %b", p->snap_key, p->packbuf, len);
+    return command(p, NULL, "XADD %s MAXLEN ~ 100000 * e %b", p->events_key,
+                   p->packbuf, len);
+}
+
+static void send_snapshot(struct publisher *p)
+{
+    size_t n = prefix_map_keys(p->map, p->keybuf, LLMD_WIRE_MAX_KEYS);
+
+    send_event(p, LLMD_EVENT_SNAPSHOT, p->keybuf, n, true);
+    p->last_snapshot = now_seconds();
+}
+
+/* Everything held, from scratch: CLEARED, then STORED in chunks, then the
+ * snapshot.  After a gap, this is what makes the stream true again. */
+static void send_resync(struct publisher *p)
+{
+    size_t n = prefix_map_keys(p->map, p->keybuf, LLMD_WIRE_MAX_KEYS);
+
+    send_event(p, LLMD_EVENT_CLEARED, NULL, 0, false);
+    if (n > 0)
+        send_event(p, LLMD_EVENT_STORED, p->keybuf, n, false);
+    send_event(p, LLMD_EVENT_SNAPSHOT, p->keybuf, n, true);
+    p->last_snapshot = now_seconds();
+    p->resync = false;
+    p->n_changes = 0;
+}
+
+static void send_heartbeat(struct publisher *p)
+{
+    struct worker_metrics *m = p->metrics;
+    struct engine_stats_snapshot es;
+    llmd_heartbeat_t *hb = &p->hb;
+    uint64_t requests = 0;
+    size_t len;
+
+    engine_stats_read(&p->engine->stats, &es);
+    for (int i = 0; i < SUCCESS_KINDS; i++)
+        requests += atomic_load_explicit(&m->success[i], memory_order_relaxed);
+    hb->seq++;
+    hb->ts_ms = unix_ms();
+    hb->running = (uint32_t) atomic_load(&m->running);
+    hb->waiting = (uint32_t) atomic_load(&m->waiting);
+    hb->queued_prefill_tokens = es.queued_prefill_tokens;
+    hb->kv_used = (uint32_t) atomic_load(&m->kv_used_blocks);
+    hb->prefill_tps = es.prefill_tps;
+    hb->decode_ms_base = es.decode_ms_base;
+    hb->decode_ms_per_seq = es.decode_ms_per_seq;
+    hb->ttft_ms = es.ttft_ms;
+    hb->requests_total = requests;
+    hb->prompt_tokens_total = atomic_load(&m->prompt_tokens);
+    hb->generation_tokens_total = atomic_load(&m->generation_tokens);
+    hb->prefix_hit_tokens_total = atomic_load(&m->prefix_hits);
+    if (llmd_wire_pack_heartbeat(hb, p->packbuf, LLMD_WIRE_MAX_RECORD, &len)
+        != LLMD_WIRE_OK)
+        return;
+    command(p, NULL, "HSET %s %s %b", p->hb_key, hb->id, p->packbuf, len);
+    /* the hash itself goes when the whole pool falls silent */
+    command(p, NULL, "PEXPIRE %s %u", p->hb_key, hb->ttl_ms);
+    p->last_beat = now_seconds();
+}
+
+/* ------------------------------------------------------------------------ */
+/* connection */
+
+static void on_handshake(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct publisher *p = privdata;
+    redisReply *reply = r;
+    char why[300];
+
+    if (ac != p->ac || reply == NULL)
+        return;
+    p->pending--;
+    p->progress_at = now_seconds();
+    if (reply->type == REDIS_REPLY_ERROR) {
+        snprintf(why, sizeof(why), "%s", reply->str);
+        drop_connection(p, why);
+    }
+}
+
+static void on_ready(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct publisher *p = privdata;
+    redisReply *reply = r;
+
+    if (ac != p->ac || reply == NULL)
+        return;
+    p->pending--;
+    p->progress_at = now_seconds();
+    if (reply->type == REDIS_REPLY_ERROR) {
+        drop_connection(p, reply->str);
+        return;
+    }
+    p->state = LINK_READY;
+    p->backoff_ms = BACKOFF_MIN_MS;
+    went_up(p);
+    send_heartbeat(p);
+    send_resync(p);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    struct publisher *p = ac->data;
+
+    if (ac != p->ac)
+        return;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this callback */
+        p->ac = NULL;
+        p->pending = 0;
+        went_down(p, ac->errstr[0] ? ac->errstr : "connect failed");
+        schedule_retry(p);
+        return;
+    }
+    p->state = LINK_HANDSHAKE;
+    p->progress_at = now_seconds();
+    if (p->url.password[0]) {
+        if (p->url.user[0])
+            command(p, on_handshake, "AUTH %s %s", p->url.user, p->url.password);
+        else
+            command(p, on_handshake, "AUTH %s", p->url.password);
+    }
+    if (p->url.db)
+        command(p, on_handshake, "SELECT %d", p->url.db);
+    command(p, on_ready, "PING");
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    struct publisher *p = ac->data;
+
+    (void) status;
+    if (ac != p->ac)
+        return;     /* we dropped it ourselves */
+    /* hiredis frees the context after this callback */
+    p->ac = NULL;
+    p->pending = 0;
+    p->resync = true;
+    went_down(p, ac->err && ac->errstr[0] ? ac->errstr : "connection closed");
+    schedule_retry(p);
+}
+
+static void connect_now(struct publisher *p)
+{
+    redisAsyncContext *ac;
+
+    if (p->url.path[0])
+        ac = redisAsyncConnectUnix(p->url.path);
+    else
+        ac = redisAsyncConnect(p->url.host, p->url.port);
+    if (ac == NULL || ac->err) {
+        char why[256];
+        snprintf(why, sizeof(why), "%s", ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        went_down(p, why);
+        schedule_retry(p);
+        return;
+    }
+    ac->data = p;
+    if (redisLibeventAttach(ac, p->base) != REDIS_OK) {
+        redisAsyncFree(ac);
+        went_down(p, "cannot attach to the event loop");
+        schedule_retry(p);
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    p->ac = ac;
+    p->state = LINK_CONNECTING;
+    p->pending = 0;
+    p->error_logged = false;
+    p->progress_at = now_seconds();
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void) fd;
+    (void) what;
+    connect_now(arg);
+}
+
+/* ------------------------------------------------------------------------ */
+/* events: the map's changes, batched per loop tick */
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    struct publisher *p = arg;
+    size_t i = 0;
+
+    (void) fd;
+    (void) what;
+    if (p->state != LINK_READY || p->stopping) {
+        p->n_changes = 0;
+        return;
+    }
+    if (p->resync || p->pending > MAX_PENDING) {
+        /* too far behind to send changes one by one: send the state */
+        if (p->pending <= MAX_PENDING)
+            send_resync(p);
+        else
+            p->resync = true;
+        p->n_changes = 0;
+        return;
+    }
+    /* one event per run of the same type, as the map produced them */
+    while (i < p->n_changes) {
+        uint32_t type = p->changes[i].type;
+        size_t n = 0;
+
+        while (i < p->n_changes && p->changes[i].type == type
+               && n < LLMD_WIRE_MAX_KEYS)
+            p->keybuf[n++] = p->changes[i++].key;
+        send_event(p, type, p->keybuf, n, false);
+    }
+    p->n_changes = 0;
+}
+
+static void on_map_change(void *arg, uint32_t type, uint64_t key)
+{
+    struct publisher *p = arg;
+
+    if (p->state != LINK_READY) {
+        p->resync = true;       /* sent in full once connected */
+        return;
+    }
+    if (p->n_changes == p->cap_changes) {
+        size_t cap = p->cap_changes ? p->cap_changes * 2 : 1024;
+        struct change *c = realloc(p->changes, sizeof(*c) * cap);
+        if (c == NULL) {
+            p->resync = true;
+            return;
+        }
+        p->changes = c;
+        p->cap_changes = cap;
+    }
+    p->changes[p->n_changes].key = key;
+    p->changes[p->n_changes].type = type;
+    if (p->n_changes++ == 0)
+        event_active(p->flush, EV_TIMEOUT, 0);
+}
+
+/* Engine thread: a block left the cache.  Only a push under a lock; the
+ * lookup happens on the HTTP thread. */
+static void on_kv_event(void *arg, const struct kv_event *ev)
+{
+    struct publisher *p = arg;
+    bool wake = false;
+
+    if (ev->kind != KV_EVENT_REMOVED)
+        return;
+    pthread_mutex_lock(&p->kv_lock);
+    if (p->kv_n == p->kv_cap) {
+        size_t cap = p->kv_cap ? p->kv_cap * 2 : 1024;
+        uint64_t *q = cap <= KV_QUEUE_MAX ? realloc(p->kv_q, cap * 8) : NULL;
+        if (q == NULL) {
+            p->kv_overflow = true;
+        } else {
+            p->kv_q = q;
+            p->kv_cap = cap;
+        }
+    }
+    if (p->kv_n < p->kv_cap) {
+        wake = p->kv_n == 0;
+        p->kv_q[p->kv_n++] = ev->hash;
+    }
+    pthread_mutex_unlock(&p->kv_lock);
+    if (wake)
+        event_active(p->kv_wake, EV_TIMEOUT, 0);
+}
+
+static void on_kv_wake(evutil_socket_t fd, short what, void *arg)
+{
+    struct publisher *p = arg;
+    uint64_t *q;
+    size_t n, cap;
+    bool overflow;
+
+    (void) fd;
+    (void) what;
+    /* swap buffers so the engine is held for a few instructions only */
+    pthread_mutex_lock(&p->kv_lock);
+    q = p->kv_q;
+    n = p->kv_n;
+    cap = p->kv_cap;
+    overflow = p->kv_overflow;
+    p->kv_q = p->kv_spare;
+    p->kv_cap = p->kv_spare_cap;
+    p->kv_n = 0;
+    p->kv_overflow = false;
+    pthread_mutex_unlock(&p->kv_lock);
+    p->kv_spare = q;
+    p->kv_spare_cap = cap;
+
+    if (overflow) {
+        /* evictions were lost: nothing advertised can be trusted */
+        struct prefix_map *fresh = prefix_map_new(LLMD_WIRE_MAX_KEYS,
+            (uint32_t) (p->hb.kv_total > MAP_MAX_EDGES_MIN / 4
+                        ? p->hb.kv_total * 4 : MAP_MAX_EDGES_MIN),
+            on_map_change, p);
+        if (fresh) {
+            prefix_map_free(p->map);
+            p->map = fresh;
+            p->resync = true;
+            event_active(p->flush, EV_TIMEOUT, 0);
+        }
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        prefix_map_block_removed(p->map, q[i]);
+}
+
+/* ------------------------------------------------------------------------ */
+/* the tick: heartbeat, snapshot, watchdog */
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct publisher *p = arg;
+    double now = now_seconds();
+
+    (void) fd;
+    (void) what;
+    if (p->stopping)
+        return;
+    if (p->state == LINK_CONNECTING && now - p->progress_at > CONNECT_TIMEOUT_S) {
+        drop_connection(p, "connect timed out");
+        return;
+    }
+    if (p->state >= LINK_HANDSHAKE && p->pending > 0
+        && now - p->progress_at > REPLY_TIMEOUT_S) {
+        drop_connection(p, "no reply in time");
+        return;
+    }
+    if (p->state != LINK_READY || p->pending > MAX_PENDING)
+        return;
+    /* half a tick of slack, so that a 100 ms beat does not slip to 200 */
+    if ((now - p->last_beat) * 1e3 >= p->interval_ms - TICK_MAX_MS / 2.0
+        || p->interval_ms <= TICK_MAX_MS)
+        send_heartbeat(p);
+    if (now - p->last_snapshot >= SNAPSHOT_EVERY_S)
+        send_snapshot(p);
+}
+
+/* ------------------------------------------------------------------------ */
+/* identity */
+
+static int is_wildcard(const char *host)
+{
+    return host[0] == '\0' || strcmp(host, "0.0.0.0") == 0
+           || strcmp(host, "::") == 0 || strcmp(host, "[::]") == 0;
+}
+
+static void identity(const struct worker_config *cfg, int port,
+    llmd_heartbeat_t *hb)
+{
+    char host[256] = "localhost";
+    const char *h = cfg->listen_host;
+
+    gethostname(host, sizeof(host) - 1);
+    if (cfg->worker_id[0])
+        snprintf(hb->id, sizeof(hb->id), "%s", cfg->worker_id);
+    else
+        snprintf(hb->id, sizeof(hb->id), "%.50s-%d", host, port);
+    if (cfg->advertise[0])
+        snprintf(hb->addr, sizeof(hb->addr), "%s", cfg->advertise);
+    else if (is_wildcard(h))
+        snprintf(hb->addr, sizeof(hb->addr), "%.56s:%d", host, port);
+    else if (strchr(h, ':'))
+        snprintf(hb->addr, sizeof(hb->addr), "[%.54s]:%d", h, port);
+    else
+        snprintf(hb->addr, sizeof(hb->addr), "%.56s:%d", h, port);
+}
+
+/* ------------------------------------------------------------------------ */
+
+struct publisher *publisher_new(struct event_base *base,
+    const struct worker_config *cfg, struct engine *engine,
+    struct worker_metrics *metrics, int port, char *err, size_t err_len)
+{
+    struct publisher *p = calloc(1, sizeof(*p));
+    llmd_heartbeat_t *hb;
+    uint32_t max_edges;
+
+    if (p == NULL) {
+        snprintf(err, err_len, "out of memory");
+        return NULL;
+    }
+    if (redis_url_parse(cfg->redis_url, &p->url, err, err_len) != 0) {
+        free(p);
+        return NULL;
+    }
+    redis_url_describe(&p->url, p->where, sizeof(p->where));
+    pthread_mutex_init(&p->kv_lock, NULL);
+    p->base = base;
+    p->engine = engine;
+    p->metrics = metrics;
+    p->prefix_block = (size_t) cfg->prefix_block;
+    p->block_tokens = cfg->block_tokens;
+    p->interval_ms = cfg->heartbeat_ms;
+    p->backoff_ms = BACKOFF_MIN_MS;
+    snprintf(p->hb_key, sizeof(p->hb_key), "%s%s:hb", cfg->redis_prefix, cfg->pool);
+    snprintf(p->events_key, sizeof(p->events_key), "%s%s:events",
+             cfg->redis_prefix, cfg->pool);
+
+    hb = &p->hb;
+    identity(cfg, port, hb);
+    snprintf(p->snap_key, sizeof(p->snap_key), "%s%s:snap:%s",
+             cfg->redis_prefix, cfg->pool, hb->id);
+    snprintf(hb->pool, sizeof(hb->pool), "%s", cfg->pool);
+    snprintf(hb->model, sizeof(hb->model), "%s", cfg->model_name);
+    hb->role = strcmp(cfg->role, "prefill") == 0 ? LLMD_ROLE_PREFILL
+               : strcmp(cfg->role, "decode") == 0 ? LLMD_ROLE_DECODE
+               : LLMD_ROLE_BOTH;
+    hb->interval_ms = (uint32_t) cfg->heartbeat_ms;
+    hb->ttl_ms = (uint32_t) cfg->heartbeat_ms * 10;
+    hb->kv_total = (uint32_t) cfg->kv_blocks;
+    hb->block_tokens = (uint32_t) cfg->block_tokens;
+    hb->events = 1;
+
+    /* room to link every KV block to a few claims */
+    max_edges = cfg->kv_blocks > MAP_MAX_EDGES_MIN / 4
+                ? (uint32_t) cfg->kv_blocks * 4 : MAP_MAX_EDGES_MIN;
+    p->map = prefix_map_new(LLMD_WIRE_MAX_KEYS, max_edges, on_map_change, p);
+    p->keybuf = malloc(sizeof(uint64_t) * LLMD_WIRE_MAX_KEYS);
+    p->packbuf = malloc(LLMD_WIRE_MAX_RECORD);
+    p->tick = event_new(base, -1, EV_PERSIST, on_tick, p);
+    p->retry = evtimer_new(base, on_retry, p);
+    p->flush = event_new(base, -1, 0, on_flush, p);
+    p->kv_wake = event_new(base, -1, 0, on_kv_wake, p);
+    if (!p->map || !p->keybuf || !p->packbuf || !p->tick || !p->retry
+        || !p->flush || !p->kv_wake) {
+        snprintf(err, err_len, "out of memory");
+        publisher_free(p);
+        return NULL;
+    }
+    engine_set_kv_listener(engine, on_kv_event, p);
+    return p;
+}
+
+void publisher_start(struct publisher *p)
+{
+    int tick_ms = p->interval_ms < TICK_MAX_MS ? p->interval_ms : TICK_MAX_MS;
+    struct timeval tv = ms_to_tv(tick_ms);
+
+    event_add(p->tick, &tv);
+    connect_now(p);
+}
+
+struct prefix_claim *publisher_claim(struct publisher *p, const void *body,
+    size_t len, const int32_t *prompt, int n_prompt)
+{
+    return prefix_claim_new(body, len, prompt, n_prompt, p->prefix_block,
+                            p->block_tokens, LLMD_PREFIX_MAX_BLOCKS_DEFAULT);
+}
+
+void publisher_prefilled(struct publisher *p, struct prefix_claim *c)
+{
+    if (c)
+        prefix_map_adopt(p->map, c);
+}
+
+/* ------------------------------------------------------------------------ */
+/* shutdown */
+
+static void finish_shutdown(struct publisher *p)
+{
+    void (*done)(void *) = p->done;
+
+    p->done = NULL;
+    if (p->shutdown_timer)
+        event_del(p->shutdown_timer);
+    if (done)
+        done(p->done_arg);
+}
+
+static void on_hdel(redisAsyncContext *ac, void *r, void *privdata)
+{
+    struct publisher *p = privdata;
+
+    (void) r;
+    if (ac == p->ac)
+        p->pending--;
+    finish_shutdown(p);
+}
+
+static void on_shutdown_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void) fd;
+    (void) what;
+    finish_shutdown(arg);
+}
+
+void publisher_shutdown(struct publisher *p, void (*done)(void *), void *arg)
+{
+    struct timeval tv = ms_to_tv(SHUTDOWN_WAIT_MS);
+
+    p->stopping = true;
+    p->done = done;
+    p->done_arg = arg;
+    event_del(p->tick);
+    event_del(p->retry);
+    if (p->state != LINK_READY
+        || command(p, on_hdel, "HDEL %s %s", p->hb_key, p->hb.id) != 0) {
+        finish_shutdown(p);
+        return;
+    }
+    p->shutdown_timer = evtimer_new(p->base, on_shutdown_timeout, p);
+    if (p->shutdown_timer == NULL)
+        finish_shutdown(p);
+    else
+        evtimer_add(p->shutdown_timer, &tv);
+}
+
+void publisher_free(struct publisher *p)
+{
+    redisAsyncContext *ac;
+
+    if (p == NULL)
+        return;
+    p->stopping = true;
+    p->done = NULL;
+    ac = p->ac;
+    p->ac = NULL;
+    if (ac)
+        redisAsyncFree(ac);
+    if (p->tick)
+        event_free(p->tick);
+    if (p->retry)
+        event_free(p->retry);
+    if (p->flush)
+        event_free(p->flush);
+    if (p->kv_wake)
+        event_free(p->kv_wake);
+    if (p->shutdown_timer)
+        event_free(p->shutdown_timer);
+    prefix_map_free(p->map);
+    free(p->changes);
+    free(p->keybuf);
+    free(p->packbuf);
+    free(p->kv_q);
+    free(p->kv_spare);
+    pthread_mutex_destroy(&p->kv_lock);
+    free(p);
+}
