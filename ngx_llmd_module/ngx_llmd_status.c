@@ -50,11 +50,16 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
         p = ngx_sprintf(p, "\"redis\":{\"state\":\"%s\",\"age_ms\":%M,"
                         "\"polls\":%uA,\"heartbeats\":%uA,"
                         "\"events_applied\":%uA,\"records_rejected\":%uA,"
-                        "\"errors\":%uA,\"other_gateways\":%uA},",
+                        "\"errors\":%uA,\"other_gateways\":%uA,"
+                        "\"owner_pid\":%uA,\"staleness_ms_le\":[%uA,%uA,"
+                        "%uA,%uA,%uA,%uA,%uA,%uA]},",
                         ngx_llmd_redis_states[sh->redis_state & 3],
                         ngx_llmd_age(sh->redis_ok), sh->polls, sh->heartbeats,
                         sh->events_applied, sh->records_rejected,
-                        sh->redis_errors, sh->remote_gateways);
+                        sh->redis_errors, sh->remote_gateways, sh->owner_pid,
+                        sh->staleness[0], sh->staleness[1], sh->staleness[2],
+                        sh->staleness[3], sh->staleness[4], sh->staleness[5],
+                        sh->staleness[6], sh->staleness[7]);
     }
 
     p = ngx_sprintf(p, "\"peers\":[");
