@@ -5,6 +5,7 @@
 /* The cpu and cuda backends plug in here. */
 static const struct backend_ops *const backends[] = {
     &sim_backend_ops,
+    &cpu_backend_ops,
 };
 
 const struct backend_ops *backend_find(const char *name)

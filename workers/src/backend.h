@@ -45,15 +45,20 @@ struct backend_ops {
     void (*free)(struct backend *b);
 };
 
+struct vocab;
+
 struct backend {
     const struct backend_ops   *ops;
     struct backend_info         info;
     void                       *state;     /* backend private */
+    /* the model's own tokenizer; NULL: the byte-level one (tokenizer.h) */
+    const struct vocab         *vocab;
 };
 
 /* The backend called `name`, or NULL if this build has none by that name. */
 const struct backend_ops *backend_find(const char *name);
 
 extern const struct backend_ops sim_backend_ops;
+extern const struct backend_ops cpu_backend_ops;
 
 #endif

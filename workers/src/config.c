@@ -21,6 +21,9 @@ const char config_usage[] =
 "  --listen HOST:PORT       address to serve HTTP on (127.0.0.1:8000)\n"
 "  --backend sim|cpu|cuda   model backend (sim)\n"
 "  --model PATH             model file, for the real backends\n"
+"  --threads N              cpu backend compute threads (every core)\n"
+"  --chat-template NAME     chat format when the model's is unknown or absent:\n"
+"                           llama3, chatml, llama2, gemma, plain\n"
 "  --model-name NAME        served model name (llmd-sim)\n"
 "  --role both|prefill|decode  role in a disaggregated fleet (both)\n"
 "  --redis URL              publish fleet state to Redis:\n"
@@ -128,10 +131,15 @@ enum {
     OPT_WORKER_ID, OPT_ADVERTISE, OPT_HEARTBEAT_MS, OPT_PREFIX_BLOCK, OPT_HELP
 };
 
+/* the real backends' flags */
+enum { OPT_THREADS = 512, OPT_CHAT_TEMPLATE };
+
 static const struct option options[] = {
     { "listen",           required_argument, NULL, OPT_LISTEN },
     { "backend",          required_argument, NULL, OPT_BACKEND },
     { "model",            required_argument, NULL, OPT_MODEL },
+    { "threads",          required_argument, NULL, OPT_THREADS },
+    { "chat-template",    required_argument, NULL, OPT_CHAT_TEMPLATE },
     { "model-name",       required_argument, NULL, OPT_MODEL_NAME },
     { "role",             required_argument, NULL, OPT_ROLE },
     { "redis",            required_argument, NULL, OPT_REDIS },
@@ -182,6 +190,19 @@ static enum config_result apply(struct worker_config *cfg, int opt,
     case OPT_MODEL:
         if (copy_str(cfg->model_path, sizeof(cfg->model_path), v) != 0)
             return fail(err, len, "--model: empty or too long");
+        return CONFIG_OK;
+    case OPT_THREADS:
+        if (parse_long(v, 1, 1024, &n) != 0)
+            return fail(err, len, "--threads: expected 1..1024, got '%s'", v);
+        cfg->threads = (int) n;
+        return CONFIG_OK;
+    case OPT_CHAT_TEMPLATE:
+        if (strcmp(v, "llama3") != 0 && strcmp(v, "chatml") != 0
+            && strcmp(v, "llama2") != 0 && strcmp(v, "gemma") != 0
+            && strcmp(v, "plain") != 0)
+            return fail(err, len, "--chat-template: expected llama3, chatml, "
+                        "llama2, gemma or plain, got '%s'", v);
+        strcpy(cfg->chat_template, v);
         return CONFIG_OK;
     case OPT_MODEL_NAME:
         if (copy_str(cfg->model_name, sizeof(cfg->model_name), v) != 0)
@@ -315,8 +336,10 @@ enum config_result config_parse(struct worker_config *cfg, int argc,
     if (cfg->max_batch_tokens < cfg->max_batch)
         return fail(err, len, "--max-batch-tokens (%d) must be at least "
                     "--max-batch (%d)", cfg->max_batch_tokens, cfg->max_batch);
-    if (strcmp(cfg->backend, "sim") != 0)
-        return fail(err, len, "--backend %s is not available in this build "
-                    "yet (only sim)", cfg->backend);
+    if (strcmp(cfg->backend, "cuda") == 0)
+        return fail(err, len, "--backend cuda is not available in this build "
+                    "yet (sim, cpu)");
+    if (strcmp(cfg->backend, "cpu") == 0 && cfg->model_path[0] == '\0')
+        return fail(err, len, "--backend cpu needs --model FILE.gguf");
     return CONFIG_OK;
 }

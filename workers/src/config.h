@@ -15,6 +15,8 @@ struct worker_config {
     int         listen_port;
     char        backend[16];
     char        model_path[CONFIG_STR_MAX];
+    int         threads;                /* cpu backend; 0: every core */
+    char        chat_template[32];      /* "": the model's own */
     char        model_name[128];
     char        role[16];               /* both | prefill | decode */
     char        redis_url[CONFIG_STR_MAX];

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "model_text.h"
 #include "stop_strings.h"
 
 /* ------------------------------------------------------------------------ */
@@ -169,11 +170,16 @@ static void on_token(struct engine *e, struct worker_request *r, int32_t tok,
     }
     r->last_token_at = now;
 
-    if (tok == e->backend.info.eos_token) {
+    if (model_token_ends(e->backend.vocab, e->backend.info.eos_token, tok)) {
         why = FINISH_STOP;
     } else {
-        char byte = (char) (tok & 0xff);   /* byte-level tokenizer */
-        if (stop_append(r, &byte, 1))
+        char byte;
+        int n;
+        const char *text = model_token_text(e->backend.vocab, r, &byte, &n);
+
+        if (!model_text_reserve(r, n))
+            why = FINISH_ABORT;
+        else if (stop_append(r, text, n))
             why = FINISH_STOP;
     }
     if (why == FINISH_NONE && (r->n_generated >= r->params.max_tokens
@@ -182,8 +188,11 @@ static void on_token(struct engine *e, struct worker_request *r, int32_t tok,
 
     if (why != FINISH_NONE)
         finish_request(e, r, why, now);
-    else
+    else if (e->backend.vocab == NULL)
         flush_text(e, r, stop_sendable(r));
+    else    /* a token may end inside a UTF-8 character */
+        flush_text(e, r, utf8_whole_prefix(r->text, stop_sendable(r),
+                                           r->text_sent));
 }
 
 static void run_step(struct engine *e)

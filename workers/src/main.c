@@ -12,6 +12,7 @@
 #include "engine.h"
 #include "http_server.h"
 #include "metrics.h"
+#include "model_prompt.h"
 
 int main(int argc, char **argv)
 {
@@ -36,6 +37,13 @@ int main(int argc, char **argv)
     if (engine_init(&engine, &cfg, &metrics, err, sizeof(err)) != 0) {
         fprintf(stderr, "llmd-worker: %s\n", err);
         return 2;
+    }
+    if (engine.backend.vocab != NULL) {
+        /* a real model: its tokenizer and chat format shape the prompts */
+        static struct model_prompt prompt;
+        model_prompt_init(&prompt, engine.backend.vocab,
+                          engine.backend.info.vocab_size, cfg.chat_template);
+        api_use_model_prompt(&prompt);
     }
     srv = http_server_new(&cfg, &engine, &metrics, err, sizeof(err));
     if (srv == NULL) {

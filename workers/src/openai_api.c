@@ -20,6 +20,15 @@
 #include <string.h>
 
 #include "tokenizer.h"
+#include "model_prompt.h"
+
+/* the served model's tokenizer and chat format; NULL: canonical bytes */
+static const struct model_prompt *served_model;
+
+void api_use_model_prompt(const struct model_prompt *mp)
+{
+    served_model = mp;
+}
 
 #define SEP_RS  0x1e
 #define SEP_US  0x1f
@@ -316,12 +325,20 @@ int api_parse_request(enum api_kind kind, const char *body, size_t len,
     }
 
     rc = parse_fields(rq, root, err);
-    if (rc == 0 && kind == API_COMPLETIONS) {
+    if (rc == 0 && served_model != NULL && kind == API_COMPLETIONS) {
+        json_t *prompt = json_object_get(root, "prompt");
+        rc = absent(prompt) ? BAD("prompt", "'prompt' is required")
+             : model_prompt_build(served_model, kind, root, &rq->prompt,
+                                  &rq->n_prompt, err);
+    } else if (rc == 0 && kind == API_COMPLETIONS) {
         json_t *prompt = json_object_get(root, "prompt");
         rc = absent(prompt) ? BAD("prompt", "'prompt' is required")
                             : completion_prompt(rq, prompt, &b, err);
     } else if (rc == 0) {
         rc = chat_prompt(json_object_get(root, "messages"), &b, err);
+        if (rc == 0 && served_model != NULL)
+            rc = model_prompt_build(served_model, kind, root, &rq->prompt,
+                                    &rq->n_prompt, err);
     }
     json_decref(root);
 

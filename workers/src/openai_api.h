@@ -35,6 +35,12 @@ struct api_request {
     int                 n_prompt;
 };
 
+/* With a real model, prompts are tokenized by its vocabulary and chat
+ * messages rendered with its chat format (model_prompt.h); without one they
+ * are the canonical bytes, one token per byte.  Set once, before serving. */
+struct model_prompt;
+void api_use_model_prompt(const struct model_prompt *mp);
+
 /* Parse and check a body; 0, or -1 with err filled in (status 400). */
 int api_parse_request(enum api_kind kind, const char *body, size_t len,
     struct api_request *out, struct api_error *err);

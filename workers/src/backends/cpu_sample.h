@@ -1,0 +1,21 @@
+/*
+ * Next-token choice from logits: greedy at temperature 0, otherwise
+ * temperature-scaled softmax with top-p (nucleus) truncation, drawn from the
+ * request's own seeded generator so a (prompt, seed) pair always gives the
+ * same text, whatever else shares the batch.
+ */
+
+#ifndef LLMD_CPU_SAMPLE_H
+#define LLMD_CPU_SAMPLE_H
+
+#include <stdint.h>
+
+#include "../request.h"
+
+/* probs and order are scratch of n entries each. */
+int32_t sample_token(const float *logits, int n, const struct gen_params *p,
+    uint64_t *rng, float *probs, int32_t *order);
+
+int32_t argmax(const float *x, int n);
+
+#endif
