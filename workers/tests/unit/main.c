@@ -12,6 +12,7 @@ int main(void)
     srunner_add_suite(sr, scheduler_suite());
     srunner_add_suite(sr, api_suite());
     srunner_add_suite(sr, misc_suite());
+    srunner_add_suite(sr, fleet_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -7,5 +7,6 @@ Suite *kv_blocks_suite(void);
 Suite *scheduler_suite(void);
 Suite *api_suite(void);
 Suite *misc_suite(void);
+Suite *fleet_suite(void);
 
 #endif
