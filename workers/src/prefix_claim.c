@@ -46,6 +46,13 @@ struct prefix_claim *prefix_claim_new(const void *body, size_t len,
     if (st != LLMD_REQ_OK || nkeys == 0 || total == 0)
         goto fail;
 
+    /* claims live as long as their request, and most bodies have a few
+     * keys, not max_keys */
+    if (nkeys < max_keys) {
+        uint64_t *k = realloc(c->keys, sizeof(uint64_t) * nkeys);
+        if (k)
+            c->keys = k;
+    }
     c->nkeys = (uint32_t) nkeys;
     c->nblocks = (uint32_t) (n_prompt / block_tokens);
     c->cover = malloc(sizeof(uint32_t) * nkeys);
