@@ -30,6 +30,12 @@
 #define NGX_LLMD_PLACEHOLDER        "llmd-discovered-peers"
 
 typedef enum {
+    NGX_LLMD_POLICY_LLMD = 0,
+    NGX_LLMD_POLICY_LLM_D,      /* llm-d: affinity filter 0.8 + token load */
+    NGX_LLMD_POLICY_DYNAMO      /* Dynamo: prefill_blocks + decode_blocks */
+} ngx_llmd_policy_e;
+
+typedef enum {
     NGX_LLMD_REDIS_OFF = 0,     /* no llmd_redis */
     NGX_LLMD_REDIS_WAITING,     /* never connected yet */
     NGX_LLMD_REDIS_FRESH,
@@ -43,6 +49,7 @@ typedef struct {
     size_t              name_len;
     ngx_atomic_t        inflight;           /* requests picked, not freed */
     ngx_atomic_t        inflight_tokens;    /* prompt + max_tokens of those */
+    ngx_atomic_t        inflight_uncached;  /* their prompt tokens not cached */
     ngx_atomic_t        picks;
     ngx_atomic_t        affinity_picks;
     ngx_atomic_t        balance_picks;
@@ -168,6 +175,8 @@ typedef struct {
     ngx_flag_t          enabled;
     ngx_http_upstream_srv_conf_t  *upstream;
     ngx_llmd_redis_conf_t         *redis;
+    ngx_uint_t          policy;             /* ngx_llmd_policy_e */
+    ngx_flag_t          predict;
     ngx_msec_t          slo_ttft;           /* 0: none */
     ngx_msec_t          slo_itl;
     ngx_shm_zone_t     *shm_zone;
@@ -213,6 +222,7 @@ typedef struct {
     double              observed_ttft_ms;
     unsigned            predicted:1;
     unsigned            observed:1;
+    ngx_msec_int_t      decision_ns;        /* inspection + first pick */
 
     /* an OpenAI-style error body replacing nginx's HTML page */
     ngx_str_t           error;
@@ -227,6 +237,17 @@ typedef struct {
 
 
 extern ngx_module_t  ngx_llmd_module;
+
+
+/* A fine clock for the decision-time variable (vDSO, no syscall). */
+static ngx_inline ngx_msec_int_t
+ngx_llmd_now_ns(void)
+{
+    struct timespec  ts;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (ngx_msec_int_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 /* ngx_llmd_balancer.c */
 ngx_int_t ngx_llmd_init_upstream(ngx_conf_t *cf,

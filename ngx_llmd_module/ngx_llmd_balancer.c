@@ -18,42 +18,7 @@
  *      and identical scores spread evenly.
  */
 
-#include "ngx_llmd.h"
-
-
-typedef struct {
-    ngx_http_upstream_rr_peer_t   *peer;    /* NULL: a discovered peer */
-    ngx_int_t                      slot;
-    ngx_uint_t                     index;   /* in the rr list */
-    ngx_uint_t                     weight;
-    ngx_uint_t                     match;
-    double                         ttft;
-    double                         itl;
-    uint64_t                       uncached;
-} ngx_llmd_cand_t;
-
-
-typedef struct {
-    /* the round-robin data must come first: rr callbacks receive it */
-    ngx_http_upstream_rr_peer_data_t   rrp;
-
-    ngx_http_request_t                *request;
-    ngx_llmd_srv_conf_t               *conf;
-    ngx_llmd_ctx_t                    *ctx;
-
-    ngx_int_t                          slot;        /* of the current try */
-    unsigned                           discovered:1;
-    ngx_uint_t                         tokens;      /* this request's load */
-    uint64_t                           pending;     /* added to pending_tokens */
-    double                             predicted;   /* of the current try */
-
-    ngx_http_upstream_rr_peers_t      *primary;
-    ngx_llmd_cand_t                   *cand;        /* scratch of get() */
-    ngx_int_t                         *slots;
-    ngx_uint_t                        *match;
-    ngx_uint_t                         ncand_max;
-    uint64_t                           tried[NGX_LLMD_MAX_PEERS / 64];
-} ngx_llmd_peer_data_t;
+#include "ngx_llmd_balancer.h"
 
 
 static ngx_int_t ngx_llmd_init_peer(ngx_http_request_t *r,
@@ -107,6 +72,8 @@ ngx_llmd_init_upstream(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
     ngx_conf_init_uint_value(conf->balance_abs, 8);
     ngx_conf_init_value(conf->balance_rel, 3 * NGX_LLMD_WEIGHT_SCALE / 2);
     ngx_conf_init_uint_value(conf->default_max_tokens, 256);
+    ngx_conf_init_uint_value(conf->policy, NGX_LLMD_POLICY_LLMD);
+    ngx_conf_init_value(conf->predict, 1);
     ngx_conf_init_msec_value(conf->slo_ttft, 0);
     ngx_conf_init_msec_value(conf->slo_itl, 0);
 
@@ -319,228 +286,6 @@ ngx_llmd_init_peer(ngx_http_request_t *r, ngx_http_upstream_srv_conf_t *us)
 }
 
 
-/* Live server lines of the current list, as the stock balancers see them. */
-static ngx_uint_t
-ngx_llmd_static_candidates(ngx_llmd_peer_data_t *lp,
-    ngx_http_upstream_rr_peers_t *peers, ngx_uint_t backup, time_t now)
-{
-    uintptr_t                      m;
-    ngx_uint_t                     i, n, ncand;
-    ngx_llmd_cand_t               *c;
-    ngx_llmd_srv_conf_t           *conf;
-    ngx_http_upstream_rr_peer_t   *peer;
-
-    conf = lp->conf;
-    ncand = 0;
-
-    for (peer = peers->peer, i = 0; peer; peer = peer->next, i++) {
-
-        n = i / (8 * sizeof(uintptr_t));
-        m = (uintptr_t) 1 << i % (8 * sizeof(uintptr_t));
-
-        if ((lp->rrp.tried[n] & m)
-            || peer->down
-            || (peer->max_fails
-                && peer->fails >= peer->max_fails
-                && now - peer->checked <= peer->fail_timeout)
-            || (peer->max_conns && peer->conns >= peer->max_conns))
-        {
-            continue;
-        }
-
-        c = &lp->cand[ncand++];
-        c->peer = peer;
-        c->slot = (i < conf->nslots[backup]) ? conf->slots[backup][i] : -1;
-        c->index = i;
-        c->weight = peer->weight;
-    }
-
-    return ncand;
-}
-
-
-/* Workers discovered through Redis that are alive, take decode work, were
- * not tried for this request and are not cooling down after a failure. */
-static ngx_uint_t
-ngx_llmd_discovered_candidates(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
-    time_t now)
-{
-    ngx_uint_t         k;
-    ngx_llmd_cand_t   *c;
-    ngx_llmd_peer_t   *p;
-    ngx_llmd_shctx_t  *sh;
-
-    sh = lp->conf->sh;
-
-    for (k = 0; k < sh->npeers && ncand < lp->ncand_max; k++) {
-        p = &sh->peers[k];
-
-        if (!p->dynamic || !p->alive || p->role == LLMD_ROLE_PREFILL
-            || (lp->tried[k / 64] & ((uint64_t) 1 << (k % 64)))
-            || (p->dyn_fails && now - p->dyn_checked <= 10))
-        {
-            continue;
-        }
-
-        c = &lp->cand[ncand++];
-        c->peer = NULL;
-        c->slot = k;
-        c->index = k;
-        c->weight = 1;
-    }
-
-    return ncand;
-}
-
-
-/* Lowest predicted TTFT among those meeting the SLO; NGX_DECLINED when
- * some candidate lacks fresh fleet state. */
-static ngx_int_t
-ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
-    ngx_uint_t start, ngx_uint_t *best)
-{
-    double                best_ttft;
-    uint64_t              bytes;
-    ngx_uint_t            k, c, pass, found;
-    ngx_llmd_cand_t      *cd;
-    ngx_llmd_srv_conf_t  *conf;
-
-    conf = lp->conf;
-
-    for (c = 0; c < ncand; c++) {
-        if (!ngx_llmd_predict_ready(conf, lp->cand[c].slot)) {
-            return NGX_DECLINED;
-        }
-    }
-
-    bytes = lp->ctx->inspected ? lp->ctx->req.prefix.total_bytes : 0;
-
-    for (c = 0; c < ncand; c++) {
-        cd = &lp->cand[c];
-        ngx_llmd_predict(conf, cd->slot, bytes, cd->match, &cd->ttft,
-                         &cd->itl, &cd->uncached);
-    }
-
-    /* first pass: only those predicted to meet the SLO */
-    for (pass = 0; pass < 2; pass++) {
-        found = 0;
-        best_ttft = 0.0;
-
-        for (k = 0; k < ncand; k++) {
-            c = (start + k) % ncand;
-            cd = &lp->cand[c];
-
-            if (pass == 0
-                && ((conf->slo_ttft && cd->ttft > (double) conf->slo_ttft)
-                    || (conf->slo_itl && cd->itl > (double) conf->slo_itl)))
-            {
-                continue;
-            }
-
-            if (!found || cd->ttft < best_ttft) {
-                best_ttft = cd->ttft;
-                *best = c;
-                found = 1;
-            }
-        }
-
-        if (found) {
-            lp->ctx->reason = pass == 0 ? "predicted" : "slo-miss";
-            return NGX_OK;
-        }
-    }
-
-    return NGX_DECLINED;
-}
-
-
-/* Imbalance switch, then the affinity/load score (see the top). */
-static ngx_uint_t
-ngx_llmd_pick_scored(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
-    ngx_uint_t start, ngx_uint_t nkeys)
-{
-    ngx_int_t             score, best_score;
-    ngx_uint_t            k, c, best, load, min_load, max_load, max_tokens;
-    ngx_llmd_cand_t      *cd;
-    ngx_llmd_peer_t      *sp;
-    ngx_llmd_shctx_t     *sh;
-    ngx_llmd_srv_conf_t  *conf;
-
-    conf = lp->conf;
-    sh = conf->sh;
-
-    min_load = NGX_MAX_UINT32_VALUE;
-    max_load = 0;
-    max_tokens = 0;
-
-    for (c = 0; c < ncand; c++) {
-        cd = &lp->cand[c];
-        sp = cd->slot >= 0 ? &sh->peers[cd->slot] : NULL;
-
-        /* in-flight work counts this gateway's and the others' */
-        load = sp ? sp->inflight + sp->remote_inflight : 0;
-        min_load = ngx_min(min_load, load);
-        max_load = ngx_max(max_load, load);
-
-        if (sp) {
-            max_tokens = ngx_max(max_tokens,
-                                 (sp->inflight_tokens + sp->remote_tokens)
-                                 / cd->weight);
-        }
-    }
-
-    best = start;
-    best_score = NGX_MAX_INT_T_VALUE;
-
-    if (max_load - min_load > conf->balance_abs
-        && max_load * NGX_LLMD_WEIGHT_SCALE > conf->balance_rel * min_load)
-    {
-        /* imbalanced: the least loaded peer, stickiness notwithstanding */
-        for (k = 0; k < ncand; k++) {
-            c = (start + k) % ncand;
-            sp = lp->cand[c].slot >= 0 ? &sh->peers[lp->cand[c].slot] : NULL;
-            score = sp ? (ngx_int_t) (sp->inflight + sp->remote_inflight) : 0;
-            if (score < best_score) {
-                best_score = score;
-                best = c;
-            }
-        }
-
-        lp->ctx->reason = "balance";
-        return best;
-    }
-
-    /* scores in fixed point; higher is better, kept negated as a cost */
-    for (k = 0; k < ncand; k++) {
-        c = (start + k) % ncand;
-        cd = &lp->cand[c];
-
-        score = 0;
-
-        if (nkeys) {
-            score += conf->prefix_weight * (ngx_int_t) cd->match
-                     / (ngx_int_t) nkeys;
-        }
-
-        if (max_tokens && cd->slot >= 0) {
-            sp = &sh->peers[cd->slot];
-            score -= (ngx_int_t) ((uint64_t) conf->load_weight
-                                  * ((sp->inflight_tokens + sp->remote_tokens)
-                                     / cd->weight)
-                                  / max_tokens);
-        }
-
-        if (-score < best_score) {
-            best_score = -score;
-            best = c;
-        }
-    }
-
-    lp->ctx->reason = lp->cand[best].match ? "affinity" : "load";
-    return best;
-}
-
-
 static ngx_int_t
 ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
 {
@@ -552,6 +297,7 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
     ngx_int_t                       rc, slot;
     ngx_uint_t                      i, n, c, ncand, start, best, nkeys;
     ngx_uint_t                      backup, fresh;
+    ngx_msec_int_t                  t0;
     struct sockaddr                *sa;
     ngx_str_t                      *name;
     ngx_llmd_ctx_t                 *ctx;
@@ -565,6 +311,7 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->log, 0,
                    "llmd get peer, try: %ui", pc->tries);
 
+    t0 = ngx_llmd_now_ns();
     conf = lp->conf;
     sh = conf->sh;
     ctx = lp->ctx;
@@ -612,13 +359,25 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
 
     rc = NGX_DECLINED;
 
-    if (conf->redis && ncand > 0) {
-        rc = ngx_llmd_pick_predicted(lp, ncand, start, &best);
-        ctx->predicted = (rc == NGX_OK);
-    }
+    switch (conf->policy) {
 
-    if (rc != NGX_OK) {
-        best = ngx_llmd_pick_scored(lp, ncand, start, nkeys);
+    case NGX_LLMD_POLICY_LLM_D:
+        best = ngx_llmd_pick_llm_d(lp, ncand, start, nkeys);
+        break;
+
+    case NGX_LLMD_POLICY_DYNAMO:
+        best = ngx_llmd_pick_dynamo(lp, ncand, start);
+        break;
+
+    default:
+        if (conf->redis && conf->predict) {
+            rc = ngx_llmd_pick_predicted(lp, ncand, start, &best);
+            ctx->predicted = (rc == NGX_OK);
+        }
+
+        if (rc != NGX_OK) {
+            best = ngx_llmd_pick_scored(lp, ncand, start, nkeys);
+        }
     }
 
     cd = &lp->cand[best];
@@ -685,6 +444,8 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
     if (slot >= 0) {
         sp = &sh->peers[slot];
 
+        lp->uncached = ngx_llmd_uncached_tokens(lp, cd->match);
+        (void) ngx_atomic_fetch_add(&sp->inflight_uncached, lp->uncached);
         (void) ngx_atomic_fetch_add(&sp->inflight, 1);
         (void) ngx_atomic_fetch_add(&sp->inflight_tokens, lp->tokens);
         (void) ngx_atomic_fetch_add(&sp->picks, 1);
@@ -720,7 +481,10 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
 
     ctx->peer = *pc->name;
     ctx->matched = cd->match;
-    ctx->tries++;
+
+    if (ctx->tries++ == 0) {
+        ctx->decision_ns += ngx_llmd_now_ns() - t0;
+    }
     ctx->predicted_ttft_ms = lp->predicted;
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, pc->log, 0,
@@ -833,6 +597,8 @@ ngx_llmd_free_peer(ngx_peer_connection_t *pc, void *data, ngx_uint_t state)
         (void) ngx_atomic_fetch_add(&sp->inflight, -1);
         (void) ngx_atomic_fetch_add(&sp->inflight_tokens,
                                     -(ngx_atomic_int_t) lp->tokens);
+        (void) ngx_atomic_fetch_add(&sp->inflight_uncached,
+                                    -(ngx_atomic_int_t) lp->uncached);
 
         if (state & NGX_PEER_FAILED) {
             (void) ngx_atomic_fetch_add(&sp->failures, 1);

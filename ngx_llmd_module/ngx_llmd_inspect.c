@@ -254,6 +254,7 @@ ngx_llmd_inspect_body(ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf)
     uint64_t          *keys;
     ngx_buf_t         *b;
     ngx_chain_t       *cl;
+    ngx_msec_int_t     t0;
     ngx_llmd_ctx_t    *ctx;
     llmd_allocator_t   alloc;
 
@@ -274,6 +275,8 @@ ngx_llmd_inspect_body(ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf)
         ctx->status = NGX_DECLINED;
         ngx_http_set_ctx(r, ctx, ngx_llmd_module);
     }
+
+    t0 = ngx_llmd_now_ns();
 
     block_size = conf ? conf->block_size : LLMD_PREFIX_BLOCK_DEFAULT;
     max_blocks = conf ? conf->max_blocks : LLMD_PREFIX_MAX_BLOCKS_DEFAULT;
@@ -327,6 +330,7 @@ ngx_llmd_inspect_body(ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf)
     }
 
     ctx->inspected = (ctx->req.status == LLMD_REQ_OK);
+    ctx->decision_ns += ngx_llmd_now_ns() - t0;
 
     return ctx;
 }

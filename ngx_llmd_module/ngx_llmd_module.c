@@ -25,6 +25,14 @@ static char *ngx_llmd_weight(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
 static char *ngx_llmd_balance_threshold(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_llmd_slo(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+
+
+static ngx_conf_enum_t  ngx_llmd_policies[] = {
+    { ngx_string("llmd"), NGX_LLMD_POLICY_LLMD },
+    { ngx_string("llm-d"), NGX_LLMD_POLICY_LLM_D },
+    { ngx_string("dynamo"), NGX_LLMD_POLICY_DYNAMO },
+    { ngx_null_string, 0 }
+};
 static ngx_int_t ngx_llmd_init_process(ngx_cycle_t *cycle);
 static void ngx_llmd_exit_process(ngx_cycle_t *cycle);
 
@@ -106,6 +114,20 @@ static ngx_command_t  ngx_llmd_commands[] = {
       0,
       NULL },
 
+    { ngx_string("llmd_policy"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_llmd_srv_conf_t, policy),
+      &ngx_llmd_policies },
+
+    { ngx_string("llmd_predict"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_llmd_srv_conf_t, predict),
+      NULL },
+
     { ngx_string("llmd_slo"),
       NGX_HTTP_UPS_CONF|NGX_CONF_1MORE,
       ngx_llmd_slo,
@@ -182,7 +204,8 @@ enum {
     NGX_LLMD_VAR_REASON,
     NGX_LLMD_VAR_PROMPT_BYTES,
     NGX_LLMD_VAR_PREDICTED_TTFT,
-    NGX_LLMD_VAR_OBSERVED_TTFT
+    NGX_LLMD_VAR_OBSERVED_TTFT,
+    NGX_LLMD_VAR_DECISION_US
 };
 
 
@@ -205,6 +228,9 @@ static ngx_http_variable_t  ngx_llmd_vars[] = {
 
     { ngx_string("llmd_observed_ttft"), NULL, ngx_llmd_variable,
       NGX_LLMD_VAR_OBSERVED_TTFT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llmd_decision_us"), NULL, ngx_llmd_variable,
+      NGX_LLMD_VAR_DECISION_US, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -257,6 +283,8 @@ ngx_llmd_create_srv_conf(ngx_conf_t *cf)
     conf->balance_abs = NGX_CONF_UNSET_UINT;
     conf->balance_rel = NGX_CONF_UNSET;
     conf->default_max_tokens = NGX_CONF_UNSET_UINT;
+    conf->policy = NGX_CONF_UNSET_UINT;
+    conf->predict = NGX_CONF_UNSET;
     conf->slo_ttft = NGX_CONF_UNSET_MSEC;
     conf->slo_itl = NGX_CONF_UNSET_MSEC;
 
@@ -579,6 +607,20 @@ ngx_llmd_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
                              data == NGX_LLMD_VAR_PREDICTED_TTFT
                              ? ctx->predicted_ttft_ms
                              : ctx->observed_ttft_ms) - p;
+        break;
+
+    case NGX_LLMD_VAR_DECISION_US:
+        if (ctx->tries == 0) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+        p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 4);
+        if (p == NULL) {
+            return NGX_ERROR;
+        }
+        v->data = p;
+        v->len = ngx_sprintf(p, "%.1f", (double) ctx->decision_ns / 1000.0)
+                 - p;
         break;
 
     default: /* NGX_LLMD_VAR_PROMPT_BYTES */

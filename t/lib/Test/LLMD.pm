@@ -5,7 +5,7 @@ package Test::LLMD;
 # Blocks use the Test::Nginx data format; the sections implemented are
 #   main_config http_config config request more_headers error_code
 #   response_body response_body_like response_headers response_headers_like
-#   error_log no_error_log ignore_response wait
+#   error_log no_error_log ignore_response wait must_die
 # plus llmd extensions that Test::Nginx would ignore:
 #   workers: N          worker_processes for this block
 #   parallel: N         send the block's requests N at a time
@@ -545,7 +545,8 @@ sub check_block () {
     for my $sec (qw(error_log no_error_log)) {
         my $spec = sec($block, $sec);
         next unless defined $spec;
-        my @pats = ref $spec eq 'ARRAY' ? @$spec : split /\n/, $spec;
+        my @pats = ref $spec eq 'ARRAY' ? @$spec
+                   : ref $spec ? ($spec) : split /\n/, $spec;
         for my $p (@pats) {
             next unless ref $p || $p =~ /\S/;
             my $found = ref $p ? $log =~ $p : index($log, $p) >= 0;
@@ -571,6 +572,16 @@ sub run_block () {
                           http_config => sec($block, 'http_config'),
                           config => sec($block, 'config'),
                           workers => sec($block, 'workers'));
+    if (defined sec($block, 'must_die')) {
+        ok($err ne '', "$name - nginx refused the configuration");
+        nginx_stop();
+        for my $p (split /\n/, sec($block, 'error_log') // '') {
+            next unless $p =~ /\S/;
+            ok(index($err, $p) >= 0, "$name - nginx -t says: $p");
+        }
+        return;
+    }
+
     if ($err) {
         fail("$name - nginx started: $err");
         nginx_stop();

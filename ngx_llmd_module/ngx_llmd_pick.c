@@ -1,0 +1,362 @@
+/*
+ * Choosing among candidates: who is a candidate, and the policies that
+ * pick one (llmd's prediction and score, and the reference policies).
+ * See ngx_llmd_balancer.c for the order in which they apply.
+ */
+
+#include "ngx_llmd_balancer.h"
+
+
+/* Live server lines of the current list, as the stock balancers see them. */
+ngx_uint_t
+ngx_llmd_static_candidates(ngx_llmd_peer_data_t *lp,
+    ngx_http_upstream_rr_peers_t *peers, ngx_uint_t backup, time_t now)
+{
+    uintptr_t                      m;
+    ngx_uint_t                     i, n, ncand;
+    ngx_llmd_cand_t               *c;
+    ngx_llmd_srv_conf_t           *conf;
+    ngx_http_upstream_rr_peer_t   *peer;
+
+    conf = lp->conf;
+    ncand = 0;
+
+    for (peer = peers->peer, i = 0; peer; peer = peer->next, i++) {
+
+        n = i / (8 * sizeof(uintptr_t));
+        m = (uintptr_t) 1 << i % (8 * sizeof(uintptr_t));
+
+        if ((lp->rrp.tried[n] & m)
+            || peer->down
+            || (peer->max_fails
+                && peer->fails >= peer->max_fails
+                && now - peer->checked <= peer->fail_timeout)
+            || (peer->max_conns && peer->conns >= peer->max_conns))
+        {
+            continue;
+        }
+
+        c = &lp->cand[ncand++];
+        c->peer = peer;
+        c->slot = (i < conf->nslots[backup]) ? conf->slots[backup][i] : -1;
+        c->index = i;
+        c->weight = peer->weight;
+    }
+
+    return ncand;
+}
+
+
+/* Workers discovered through Redis that are alive, take decode work, were
+ * not tried for this request and are not cooling down after a failure. */
+ngx_uint_t
+ngx_llmd_discovered_candidates(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
+    time_t now)
+{
+    ngx_uint_t         k;
+    ngx_llmd_cand_t   *c;
+    ngx_llmd_peer_t   *p;
+    ngx_llmd_shctx_t  *sh;
+
+    sh = lp->conf->sh;
+
+    for (k = 0; k < sh->npeers && ncand < lp->ncand_max; k++) {
+        p = &sh->peers[k];
+
+        if (!p->dynamic || !p->alive || p->role == LLMD_ROLE_PREFILL
+            || (lp->tried[k / 64] & ((uint64_t) 1 << (k % 64)))
+            || (p->dyn_fails && now - p->dyn_checked <= 10))
+        {
+            continue;
+        }
+
+        c = &lp->cand[ncand++];
+        c->peer = NULL;
+        c->slot = k;
+        c->index = k;
+        c->weight = 1;
+    }
+
+    return ncand;
+}
+
+
+/* Lowest predicted TTFT among those meeting the SLO; NGX_DECLINED when
+ * some candidate lacks fresh fleet state. */
+ngx_int_t
+ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
+    ngx_uint_t start, ngx_uint_t *best)
+{
+    double                best_ttft;
+    uint64_t              bytes;
+    ngx_uint_t            k, c, pass, found;
+    ngx_llmd_cand_t      *cd;
+    ngx_llmd_srv_conf_t  *conf;
+
+    conf = lp->conf;
+
+    for (c = 0; c < ncand; c++) {
+        if (!ngx_llmd_predict_ready(conf, lp->cand[c].slot)) {
+            return NGX_DECLINED;
+        }
+    }
+
+    bytes = lp->ctx->inspected ? lp->ctx->req.prefix.total_bytes : 0;
+
+    for (c = 0; c < ncand; c++) {
+        cd = &lp->cand[c];
+        ngx_llmd_predict(conf, cd->slot, bytes, cd->match, &cd->ttft,
+                         &cd->itl, &cd->uncached);
+    }
+
+    /* first pass: only those predicted to meet the SLO */
+    for (pass = 0; pass < 2; pass++) {
+        found = 0;
+        best_ttft = 0.0;
+
+        for (k = 0; k < ncand; k++) {
+            c = (start + k) % ncand;
+            cd = &lp->cand[c];
+
+            if (pass == 0
+                && ((conf->slo_ttft && cd->ttft > (double) conf->slo_ttft)
+                    || (conf->slo_itl && cd->itl > (double) conf->slo_itl)))
+            {
+                continue;
+            }
+
+            if (!found || cd->ttft < best_ttft) {
+                best_ttft = cd->ttft;
+                *best = c;
+                found = 1;
+            }
+        }
+
+        if (found) {
+            lp->ctx->reason = pass == 0 ? "predicted" : "slo-miss";
+            return NGX_OK;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* Imbalance switch, then the affinity/load score (see the top). */
+ngx_uint_t
+ngx_llmd_pick_scored(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
+    ngx_uint_t start, ngx_uint_t nkeys)
+{
+    ngx_int_t             score, best_score;
+    ngx_uint_t            k, c, best, load, min_load, max_load, max_tokens;
+    ngx_llmd_cand_t      *cd;
+    ngx_llmd_peer_t      *sp;
+    ngx_llmd_shctx_t     *sh;
+    ngx_llmd_srv_conf_t  *conf;
+
+    conf = lp->conf;
+    sh = conf->sh;
+
+    min_load = NGX_MAX_UINT32_VALUE;
+    max_load = 0;
+    max_tokens = 0;
+
+    for (c = 0; c < ncand; c++) {
+        cd = &lp->cand[c];
+        sp = cd->slot >= 0 ? &sh->peers[cd->slot] : NULL;
+
+        /* in-flight work counts this gateway's and the others' */
+        load = sp ? sp->inflight + sp->remote_inflight : 0;
+        min_load = ngx_min(min_load, load);
+        max_load = ngx_max(max_load, load);
+
+        if (sp) {
+            max_tokens = ngx_max(max_tokens,
+                                 (sp->inflight_tokens + sp->remote_tokens)
+                                 / cd->weight);
+        }
+    }
+
+    best = start;
+    best_score = NGX_MAX_INT_T_VALUE;
+
+    if (max_load - min_load > conf->balance_abs
+        && max_load * NGX_LLMD_WEIGHT_SCALE > conf->balance_rel * min_load)
+    {
+        /* imbalanced: the least loaded peer, stickiness notwithstanding */
+        for (k = 0; k < ncand; k++) {
+            c = (start + k) % ncand;
+            sp = lp->cand[c].slot >= 0 ? &sh->peers[lp->cand[c].slot] : NULL;
+            score = sp ? (ngx_int_t) (sp->inflight + sp->remote_inflight) : 0;
+            if (score < best_score) {
+                best_score = score;
+                best = c;
+            }
+        }
+
+        lp->ctx->reason = "balance";
+        return best;
+    }
+
+    /* scores in fixed point; higher is better, kept negated as a cost */
+    for (k = 0; k < ncand; k++) {
+        c = (start + k) % ncand;
+        cd = &lp->cand[c];
+
+        score = 0;
+
+        if (nkeys) {
+            score += conf->prefix_weight * (ngx_int_t) cd->match
+                     / (ngx_int_t) nkeys;
+        }
+
+        if (max_tokens && cd->slot >= 0) {
+            sp = &sh->peers[cd->slot];
+            score -= (ngx_int_t) ((uint64_t) conf->load_weight
+                                  * ((sp->inflight_tokens + sp->remote_tokens)
+                                     / cd->weight)
+                                  / max_tokens);
+        }
+
+        if (-score < best_score) {
+            best_score = -score;
+            best = c;
+        }
+    }
+
+    lp->ctx->reason = lp->cand[best].match ? "affinity" : "load";
+    return best;
+}
+
+
+/*
+ * Reference policies, from their published descriptions, so benchmarks can
+ * compare on the same fleet and traffic (llmd_policy llm-d | dynamo).
+ */
+
+#define NGX_LLMD_LLM_D_AFFINITY       0.80          /* affinityThreshold */
+#define NGX_LLMD_LLM_D_PEAK_TPS       15928.0       /* peakPrefillThroughput */
+#define NGX_LLMD_LLM_D_MAX_PENALTY    18000.0       /* maxTTFTPenaltyMs */
+#define NGX_LLMD_LLM_D_QUEUE_TOKENS   4194304.0     /* queueThresholdTokens */
+#define NGX_LLMD_DYNAMO_BLOCK_TOKENS  16.0
+
+
+uint64_t
+ngx_llmd_uncached_tokens(ngx_llmd_peer_data_t *lp, ngx_uint_t match)
+{
+    uint64_t  prompt, cached;
+
+    if (!lp->ctx->inspected) {
+        return 0;
+    }
+
+    prompt = lp->ctx->req.prefix.total_bytes / NGX_LLMD_BYTES_PER_TOKEN;
+    cached = (uint64_t) match * lp->conf->block_size / NGX_LLMD_BYTES_PER_TOKEN;
+
+    return prompt > cached ? prompt - cached : 0;
+}
+
+
+/* llm-d's optimized baseline: keep endpoints whose prefix score is at least
+ * 0.8 (all if none), unless the best sticky one's estimated TTFT exceeds the
+ * best other's by 18 s; then the highest token-load score wins:
+ * 1 - min(1, (in-flight uncached + this request's uncached) / 4M). */
+ngx_uint_t
+ngx_llmd_pick_llm_d(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
+    ngx_uint_t start, ngx_uint_t nkeys)
+{
+    double             s, score, best_score, est, sticky, other;
+    ngx_uint_t         k, c, best, nsticky;
+    ngx_llmd_cand_t   *cd;
+    ngx_llmd_peer_t   *sp;
+    ngx_llmd_shctx_t  *sh;
+
+    sh = lp->conf->sh;
+    nsticky = 0;
+    sticky = other = -1.0;
+
+    for (c = 0; c < ncand; c++) {
+        cd = &lp->cand[c];
+        sp = cd->slot >= 0 ? &sh->peers[cd->slot] : NULL;
+        s = nkeys ? (double) cd->match / nkeys : 0.0;
+        est = sp ? sp->inflight_uncached / NGX_LLMD_LLM_D_PEAK_TPS * 1000.0
+                 : 0.0;
+
+        if (s >= NGX_LLMD_LLM_D_AFFINITY) {
+            nsticky++;
+            sticky = (sticky < 0 || est < sticky) ? est : sticky;
+        } else {
+            other = (other < 0 || est < other) ? est : other;
+        }
+    }
+
+    if (nsticky && other >= 0 && sticky - other > NGX_LLMD_LLM_D_MAX_PENALTY) {
+        nsticky = 0;        /* stickiness broken by the TTFT load gate */
+    }
+
+    best = start;
+    best_score = -1.0;
+
+    for (k = 0; k < ncand; k++) {
+        c = (start + k) % ncand;
+        cd = &lp->cand[c];
+
+        if (nsticky && (nkeys == 0
+                        || (double) cd->match / nkeys
+                           < NGX_LLMD_LLM_D_AFFINITY))
+        {
+            continue;
+        }
+
+        sp = cd->slot >= 0 ? &sh->peers[cd->slot] : NULL;
+        score = 1.0 - ngx_min(1.0, ((sp ? (double) sp->inflight_uncached : 0)
+                                    + ngx_llmd_uncached_tokens(lp, cd->match))
+                                   / NGX_LLMD_LLM_D_QUEUE_TOKENS);
+
+        if (score > best_score) {
+            best_score = score;
+            best = c;
+        }
+    }
+
+    lp->ctx->reason = "llm-d";
+    return best;
+}
+
+
+/* Dynamo's KV router cost, lowest wins, temperature 0:
+ * prefill_blocks (uncached prompt) + active decode blocks. */
+ngx_uint_t
+ngx_llmd_pick_dynamo(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
+    ngx_uint_t start)
+{
+    double             cost, best_cost;
+    ngx_uint_t         k, c, best;
+    ngx_llmd_cand_t   *cd;
+    ngx_llmd_peer_t   *sp;
+    ngx_llmd_shctx_t  *sh;
+
+    sh = lp->conf->sh;
+    best = start;
+    best_cost = -1.0;
+
+    for (k = 0; k < ncand; k++) {
+        c = (start + k) % ncand;
+        cd = &lp->cand[c];
+        sp = cd->slot >= 0 ? &sh->peers[cd->slot] : NULL;
+
+        cost = (double) ngx_llmd_uncached_tokens(lp, cd->match)
+               / NGX_LLMD_DYNAMO_BLOCK_TOKENS
+               + (sp ? (double) (sp->inflight_tokens + sp->remote_tokens)
+                       / NGX_LLMD_DYNAMO_BLOCK_TOKENS
+                     : 0.0);
+
+        if (best_cost < 0 || cost < best_cost) {
+            best_cost = cost;
+            best = c;
+        }
+    }
+
+    lp->ctx->reason = "dynamo";
+    return best;
+}
