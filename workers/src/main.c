@@ -12,6 +12,9 @@
 #include "engine.h"
 #include "http_server.h"
 #include "metrics.h"
+#include "model_bench.h"
+#include "model_gen.h"
+#include "model_logits.h"
 #include "model_prompt.h"
 
 int main(int argc, char **argv)
@@ -22,6 +25,14 @@ int main(int argc, char **argv)
     struct http_server *srv;
     char err[512];
     int port;
+
+    /* model tools: a generated test model, logits for a token sequence */
+    if (argc > 1 && strcmp(argv[1], "mkmodel") == 0)
+        return model_gen_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "logits") == 0)
+        return model_logits_main(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "bench") == 0)
+        return model_bench_main(argc - 1, argv + 1);
 
     switch (config_parse(&cfg, argc, argv, err, sizeof(err))) {
     case CONFIG_HELP:

@@ -25,6 +25,8 @@
 /* the served model's tokenizer and chat format; NULL: canonical bytes */
 static const struct model_prompt *served_model;
 
+static char *utf8_clean(const char *text, size_t n, size_t *out_len);
+
 void api_use_model_prompt(const struct model_prompt *mp)
 {
     served_model = mp;
@@ -466,7 +468,13 @@ char *api_render_response(enum api_kind kind, const char *id, long created,
     size_t *len)
 {
     json_t *choice;
+    size_t clean_len = 0;
+    char *clean = utf8_clean(text, text_len, &clean_len);
 
+    if (clean == NULL)
+        return NULL;
+    text = clean;
+    text_len = clean_len;
     if (kind == API_CHAT)
         choice = json_pack("{s:i, s:{s:s, s:s%}, s:n, s:o}", "index", 0,
                            "message", "role", "assistant", "content", text, text_len,
@@ -475,6 +483,7 @@ char *api_render_response(enum api_kind kind, const char *id, long created,
         choice = json_pack("{s:i, s:s%, s:n, s:o}", "index", 0,
                            "text", text, text_len, "logprobs",
                            "finish_reason", opt_string(finish_name(why)));
+    free(clean);
     return dump(json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}",
                           "id", id,
                           "object", kind == API_CHAT ? "chat.completion"
@@ -577,6 +586,50 @@ char *api_render_usage_chunk(enum api_kind kind, const char *id, long created,
     return dump_sse(c, len);
 }
 
+/* The length of the valid UTF-8 character at s (n bytes left), or 0. */
+static size_t utf8_char_len(const unsigned char *s, size_t n)
+{
+    size_t len = s[0] < 0x80 ? 1 : (s[0] & 0xe0) == 0xc0 && s[0] >= 0xc2 ? 2
+                 : (s[0] & 0xf0) == 0xe0 ? 3 : (s[0] & 0xf8) == 0xf0 && s[0] <= 0xf4 ? 4 : 0;
+
+    if (len == 0 || len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if (len == 3 && ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] >= 0xa0)))
+        return 0;       /* overlong, surrogate */
+    if (len == 4 && ((s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] >= 0x90)))
+        return 0;
+    return len;
+}
+
+/* text as valid UTF-8 (bad bytes -> U+FFFD), malloc'd; a model can end
+ * mid-character when it hits max_tokens */
+static char *utf8_clean(const char *text, size_t n, size_t *out_len)
+{
+    char *out = malloc(3 * n + 1);
+    size_t o = 0;
+
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; ) {
+        size_t k = utf8_char_len((const unsigned char *) text + i, n - i);
+        if (k == 0) {
+            memcpy(out + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            i++;
+        } else {
+            memcpy(out + o, text + i, k);
+            o += k;
+            i += k;
+        }
+    }
+    out[o] = '\0';
+    *out_len = o;
+    return out;
+}
+
 size_t json_escape(char *dst, const char *src, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -587,6 +640,20 @@ size_t json_escape(char *dst, const char *src, size_t n)
 
         if (c >= 0x20 && c != '"' && c != '\\' && c < 0x7f) {
             dst[o++] = (char) c;
+            continue;
+        }
+        if (c >= 0x80) {
+            /* whole characters pass (the engine sends only those for real
+             * models); a stray byte becomes U+FFFD */
+            size_t k = utf8_char_len((const unsigned char *) src + i, n - i);
+            if (k > 0) {
+                memcpy(dst + o, src + i, k);
+                o += k;
+                i += k - 1;
+            } else {
+                memcpy(dst + o, "\\ufffd", 6);
+                o += 6;
+            }
             continue;
         }
         dst[o++] = '\\';

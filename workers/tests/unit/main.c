@@ -12,6 +12,8 @@ int main(void)
     srunner_add_suite(sr, scheduler_suite());
     srunner_add_suite(sr, api_suite());
     srunner_add_suite(sr, misc_suite());
+    srunner_add_suite(sr, cpu_model_suite());
+    srunner_add_suite(sr, cpu_engine_suite());
     srunner_add_suite(sr, fleet_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);

@@ -7,6 +7,8 @@ Suite *kv_blocks_suite(void);
 Suite *scheduler_suite(void);
 Suite *api_suite(void);
 Suite *misc_suite(void);
+Suite *cpu_model_suite(void);
+Suite *cpu_engine_suite(void);
 Suite *fleet_suite(void);
 
 #endif
