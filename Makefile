@@ -100,11 +100,11 @@ test-common: $(BUILD)/test_common $(BUILD)/test_wire
 	$(BUILD)/test_wire
 
 # the t/ suites against Debian's packaged nginx with the dynamic module
-test-module: module tools
+test-module: module tools workers
 	TEST_NGINX_LOAD_MODULE=$(MODULE_SO) prove -r t/
 
 # the same suites against the ASan+UBSan nginx; any sanitizer report fails
-test-asan: asan tools
+test-asan: asan tools workers
 	TEST_NGINX_BINARY=$(ASAN_NGINX) TEST_NGINX_CHECK_SANITIZER=1 \
 	ASAN_OPTIONS=detect_leaks=0:abort_on_error=0 \
 	UBSAN_OPTIONS=print_stacktrace=1:suppressions=$(TOP)/t/ubsan.supp prove -r t/

@@ -5,7 +5,7 @@
  *   predicted TTFT = (queued prefill tokens + tokens picked for it since
  *                     that heartbeat + this request's uncached tokens)
  *                    / measured prefill tokens per second
- *                  + decode step base + calibration residual
+ *                  + one step with the batch it joins + calibration residual
  *   predicted ITL  = decode step base + per-sequence cost x batch it joins
  *
  * The residual is an EWMA of (observed - predicted), so a worker whose
@@ -52,18 +52,20 @@ ngx_llmd_predict(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
              / NGX_LLMD_BYTES_PER_TOKEN;
     u = prompt > cached ? prompt - cached : 1;
 
-    t = (double) (p->queued_prefill_tokens + p->pending_tokens + u)
-        / p->prefill_tps * 1000.0
-        + p->decode_ms_base + p->ttft_residual_ms;
-
-    *ttft = t > 0.0 ? t : 0.0;
-
     /* the batch it would join: what the worker reported, or what we know
      * we (and the other gateways) sent it since, whichever is larger */
     batch = (double) ngx_max(p->running, p->inflight + p->remote_inflight)
             + 1.0;
 
     *itl = p->decode_ms_base + p->decode_ms_per_seq * batch;
+
+    /* the prefill work ahead of it and its own, then the step that emits
+     * the first token, shared with that batch */
+    t = (double) (p->queued_prefill_tokens + p->pending_tokens + u)
+        / p->prefill_tps * 1000.0
+        + *itl + p->ttft_residual_ms;
+
+    *ttft = t > 0.0 ? t : 0.0;
     *uncached = u;
 }
 

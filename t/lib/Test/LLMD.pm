@@ -40,6 +40,7 @@ our @EXPORT = qw(run_tests repeat_each workers no_shuffle server_port
 
 $SIG{PIPE} = 'IGNORE';
 
+my $OwnerPid = $$;      # forked helpers must not tear down the servers
 my $RepeatEach = 1;
 my $Workers = 1;
 my $Binary = $ENV{TEST_NGINX_BINARY} || 'nginx';
@@ -613,6 +614,7 @@ sub run_tests () {
 }
 
 END {
+    return if $$ != $OwnerPid;
     nginx_stop() if $NginxPid;
     redis_stop() if $RedisPid;
     remove_tree($RedisDir) if $RedisDir;
