@@ -223,6 +223,29 @@ END
     my $ours = redis_cmd('HKEYS', $GW);
     ok((grep { $_ ne 'other-gateway' } @$ours), 'this gateway publishes its own load record');
 
+    # --- 5b. approximate placements are shared between gateways: workers
+    # that send no events are placed by what any gateway sent them
+    heartbeat(id => 'a', addr => $A, ev => 0, ptps => 0);
+    heartbeat(id => 'b', addr => $B, ev => 0, ptps => 0);
+    redis_cmd('DEL', $GW);
+    sleep 0.3;
+    my $req2 = chat('placed by another gateway');
+    my @keys2 = prefix_keys(body_of($req2));
+    my %pl = (v => 1, id => 'other-gateway', addr => $B, type => 1,
+              ts => int(time * 1000), bs => 256, keys => [map { 0 + $_ } @keys2]);
+    redis_cmd('XADD', 'llmd:default:placements', '*', 'e', $mp->pack(\%pl));
+    sleep 0.3;
+    $r = nginx_request($req2);
+    is(peer_of($r), $B, "another gateway's placement gives affinity");
+    is($r->{headers}{'x-llmd-prefix-blocks'}, scalar(@keys2) . '/' . scalar(@keys2),
+       'all its blocks matched');
+
+    nginx_request(chat('placed by this gateway'));
+    sleep 0.3;
+    my $entries = redis_cmd('XRANGE', 'llmd:default:placements', '-', '+');
+    my @ours = grep { my %e = @{ $_->[1] }; my $ev = $mp->unpack($e{e}); $ev->{id} ne 'other-gateway' } @$entries;
+    ok(@ours >= 1, 'this gateway publishes its own placements');
+
     # --- 6. Redis goes away: requests keep flowing on the last known state
     redis_stop();
     sleep 0.3;
