@@ -5,6 +5,8 @@
  */
 
 #pragma GCC optimize("O3", "fp-contract=fast")
+/* the 32-byte vector helpers are inlined; their ABI never shows */
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 #include "cpu_kernels.h"
 
@@ -67,22 +69,93 @@ uint16_t f32_to_bf16(float f)
 /* ------------------------------------------------------------------------ */
 /* rows and dots; static inline so the clones below get their own copies */
 
+/* 8-float vectors: one AVX register in the x86-64-v3 clone, two SSE
+ * registers in the baseline one */
+typedef float v8sf __attribute__((vector_size(32)));
+
+static inline v8sf load8(const float *p)
+{
+    v8sf v;
+
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static inline float hsum8(v8sf v)
+{
+    return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
+}
+
 static inline float dot_inline(const float *a, const float *b, int n)
 {
-    /* four partial sums: shorter dependency chains, vector-friendly */
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0, s;
+    /* four independent accumulators hide the FMA latency */
+    v8sf s0 = { 0 }, s1 = { 0 }, s2 = { 0 }, s3 = { 0 };
+    float s;
     int i = 0;
 
-    for (; i + 4 <= n; i += 4) {
-        s0 += a[i] * b[i];
-        s1 += a[i + 1] * b[i + 1];
-        s2 += a[i + 2] * b[i + 2];
-        s3 += a[i + 3] * b[i + 3];
+    for (; i + 32 <= n; i += 32) {
+        s0 += load8(a + i) * load8(b + i);
+        s1 += load8(a + i + 8) * load8(b + i + 8);
+        s2 += load8(a + i + 16) * load8(b + i + 16);
+        s3 += load8(a + i + 24) * load8(b + i + 24);
     }
-    s = (s0 + s1) + (s2 + s3);
+    for (; i + 8 <= n; i += 8)
+        s0 += load8(a + i) * load8(b + i);
+    s = hsum8((s0 + s1) + (s2 + s3));
     for (; i < n; i++)
         s += a[i] * b[i];
     return s;
+}
+
+/* one weight row against four input rows: each weight is loaded once */
+static inline void dot4_inline(const float *w, const float *x, size_t stride,
+    int n, float *out)
+{
+    v8sf s0 = { 0 }, s1 = { 0 }, s2 = { 0 }, s3 = { 0 };
+    int i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        v8sf wv = load8(w + i);
+        s0 += wv * load8(x + i);
+        s1 += wv * load8(x + stride + i);
+        s2 += wv * load8(x + 2 * stride + i);
+        s3 += wv * load8(x + 3 * stride + i);
+    }
+    out[0] = hsum8(s0);
+    out[1] = hsum8(s1);
+    out[2] = hsum8(s2);
+    out[3] = hsum8(s3);
+    for (; i < n; i++)
+        for (int t = 0; t < 4; t++)
+            out[t] += w[i] * x[t * stride + i];
+}
+
+/* a Q8_0 row against f32 input, dequantising block by block in registers */
+static inline float dot_q8_0_inline(const uint8_t *row, const float *x, int n)
+{
+    v8sf acc0 = { 0 }, acc1 = { 0 };
+
+    for (int k = 0; k < n / Q8_0_BLOCK; k++, row += Q8_0_BLOCK_BYTES, x += Q8_0_BLOCK) {
+        _Float16 d;
+        const int8_t *q = (const int8_t *) (row + 2);
+        float deq[Q8_0_BLOCK];
+        v8sf s;
+
+        /* many instructions per byte here: the out-of-order window alone
+         * keeps too few cache lines in flight, so fetch ahead */
+        __builtin_prefetch(row + 128 * Q8_0_BLOCK_BYTES);
+        memcpy(&d, row, 2);
+        for (int j = 0; j < Q8_0_BLOCK; j++)      /* vectorised widening */
+            deq[j] = (float) q[j];
+        s = load8(deq) * load8(x) + load8(deq + 8) * load8(x + 8);
+        s += load8(deq + 16) * load8(x + 16) + load8(deq + 24) * load8(x + 24);
+        /* alternate accumulators: two chains of dependent adds */
+        if (k & 1)
+            acc1 += (float) d * s;
+        else
+            acc0 += (float) d * s;
+    }
+    return hsum8(acc0 + acc1);
 }
 
 static inline void row_to_f32(const struct weight *w, int row, float *out)
@@ -147,8 +220,17 @@ HOT void matmul_rows(const struct weight *w, const float *x, int n, float *y,
 {
     int cols = w->cols;
 
+    size_t xs = (size_t) cols;
+
+    if (n == 1 && w->type == GGML_Q8_0 && cols % Q8_0_BLOCK == 0) {
+        size_t row_bytes = (size_t) (cols / Q8_0_BLOCK) * Q8_0_BLOCK_BYTES;
+        for (int r = r0; r < r1; r++)
+            y[r] = dot_q8_0_inline((const uint8_t *) w->data + (size_t) r * row_bytes, x, cols);
+        return;
+    }
     for (int r = r0; r < r1; r++) {
         const float *row;
+        int t = 0;
 
         if (w->type == GGML_F32) {
             row = (const float *) w->data + (size_t) r * (size_t) cols;
@@ -156,9 +238,15 @@ HOT void matmul_rows(const struct weight *w, const float *x, int n, float *y,
             row_to_f32(w, r, scratch);
             row = scratch;
         }
-        for (int t = 0; t < n; t++)
+        for (; t + 4 <= n; t += 4) {
+            float out[4];
+            dot4_inline(row, x + (size_t) t * xs, xs, cols, out);
+            for (int k = 0; k < 4; k++)
+                y[(size_t) (t + k) * (size_t) y_stride + (size_t) r] = out[k];
+        }
+        for (; t < n; t++)
             y[(size_t) t * (size_t) y_stride + (size_t) r]
-                = dot_inline(row, x + (size_t) t * (size_t) cols, cols);
+                = dot_inline(row, x + (size_t) t * xs, cols);
     }
 }
 
