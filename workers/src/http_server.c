@@ -311,6 +311,7 @@ static void finish_plain(struct stream *st)
                                st->srv->cfg.model_name, text ? text : "",
                                text_len, wr->finish, wr->n_prompt,
                                wr->n_generated, &len);
+    body = api_attach_logprobs(st->kind, body, &len, wr);
     if (wr->n_generated > 0)
         add_ttft_header(st);
     send_json(st->req, body, len);

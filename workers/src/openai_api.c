@@ -236,6 +236,40 @@ static int parse_number(json_t *v, const char *name, double min, double max,
     return 0;
 }
 
+/* completions: "logprobs": N alternatives (0..20); chat: "logprobs": true
+ * with "top_logprobs": N.  Stored as N + 1 (0: not asked). */
+static int parse_logprobs(struct api_request *rq, json_t *root,
+    struct api_error *err)
+{
+    json_t *lp = json_object_get(root, "logprobs");
+    json_t *top = json_object_get(root, "top_logprobs");
+    json_int_t n = 0;
+
+    if (rq->kind == API_COMPLETIONS) {
+        if (absent(lp))
+            return 0;
+        if (!json_is_integer(lp) || json_integer_value(lp) < 0
+            || json_integer_value(lp) > REQ_MAX_TOP_LOGPROBS)
+            return BAD("logprobs", "'logprobs' must be an integer in [0, %d]",
+                       REQ_MAX_TOP_LOGPROBS);
+        rq->params.logprobs = (int) json_integer_value(lp) + 1;
+        return 0;
+    }
+    if (!absent(lp) && !json_is_boolean(lp))
+        return BAD("logprobs", "'logprobs' must be a boolean");
+    if (!absent(top)) {
+        n = json_integer_value(top);
+        if (!json_is_integer(top) || n < 0 || n > REQ_MAX_TOP_LOGPROBS)
+            return BAD("top_logprobs", "'top_logprobs' must be an integer in "
+                       "[0, %d]", REQ_MAX_TOP_LOGPROBS);
+        if (!json_is_true(lp))
+            return BAD("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    }
+    if (json_is_true(lp))
+        rq->params.logprobs = (int) n + 1;
+    return 0;
+}
+
 static int parse_fields(struct api_request *rq, json_t *root,
     struct api_error *err)
 {
@@ -301,6 +335,8 @@ static int parse_fields(struct api_request *rq, json_t *root,
         p->priority = (int) json_integer_value(v);
         rq->has_priority = true;
     }
+    if (parse_logprobs(rq, root, err) != 0)
+        return -1;
     v = json_object_get(root, "user");
     if (!absent(v) && !json_is_string(v))
         return BAD("user", "'user' must be a string");
@@ -675,4 +711,100 @@ size_t json_escape(char *dst, const char *src, size_t n)
         }
     }
     return o;
+}
+
+/* ------------------------------------------------------------------------ */
+/* logprobs, for backends with a model vocabulary */
+
+static json_t *token_json(const char *text, int len, bool chat, float logprob)
+{
+    size_t clean_len = 0;
+    char *clean = utf8_clean(text, (size_t) len, &clean_len);
+    json_t *o, *bytes;
+
+    if (clean == NULL)
+        return NULL;
+    if (!chat) {
+        o = json_stringn(clean, clean_len);
+        free(clean);
+        return o;
+    }
+    bytes = json_array();
+    for (int i = 0; i < len; i++)
+        json_array_append_new(bytes, json_integer((unsigned char) text[i]));
+    o = json_pack("{s:s%, s:f, s:o}", "token", clean, clean_len,
+                  "logprob", (double) logprob, "bytes", bytes);
+    free(clean);
+    return o;
+}
+
+static json_t *logprobs_json(enum api_kind kind, const struct worker_request *r)
+{
+    const struct vocab *v = served_model->vocab;
+    bool chat = kind == API_CHAT;
+    json_t *content = json_array(), *tokens = json_array(), *values = json_array(),
+           *tops = json_array(), *offsets = json_array();
+    int offset = 0;
+
+    for (int i = 0; i < r->n_generated; i++) {
+        const struct token_logprob *lp = &r->logprobs[i];
+        int32_t prev = r->tokens[r->n_prompt + i - 1];
+        int len;
+        const char *text = vocab_token_text(v, prev, lp->token, &len);
+        json_t *top = chat ? json_array() : json_object();
+
+        for (int k = 0; k < lp->n_top; k++) {
+            int tlen;
+            const char *t = vocab_token_text(v, prev, lp->top_token[k], &tlen);
+            if (chat) {
+                json_array_append_new(top, token_json(t, tlen, true, lp->top_logprob[k]));
+            } else {
+                json_t *key = token_json(t, tlen, false, 0);
+                json_object_set_new(top, json_string_value(key),
+                                    json_real(lp->top_logprob[k]));
+                json_decref(key);
+            }
+        }
+        if (chat) {
+            json_t *entry = token_json(text, len, true, lp->logprob);
+            json_object_set_new(entry, "top_logprobs", top);
+            json_array_append_new(content, entry);
+        } else {
+            json_array_append_new(tokens, token_json(text, len, false, 0));
+            json_array_append_new(values, json_real(lp->logprob));
+            json_array_append_new(tops, top);
+            json_array_append_new(offsets, json_integer(offset));
+        }
+        offset += len;
+    }
+    if (chat) {
+        json_decref(tokens);
+        json_decref(values);
+        json_decref(tops);
+        json_decref(offsets);
+        return json_pack("{s:o}", "content", content);
+    }
+    json_decref(content);
+    return json_pack("{s:o, s:o, s:o, s:o}", "tokens", tokens, "token_logprobs",
+                     values, "top_logprobs", tops, "text_offset", offsets);
+}
+
+char *api_attach_logprobs(enum api_kind kind, char *body, size_t *len,
+    const struct worker_request *r)
+{
+    json_t *root, *choice, *lp;
+
+    if (body == NULL || served_model == NULL || r->logprobs == NULL
+        || r->params.logprobs <= 0)
+        return body;
+    root = json_loadb(body, *len, 0, NULL);
+    choice = json_array_get(json_object_get(root, "choices"), 0);
+    lp = choice ? logprobs_json(kind, r) : NULL;
+    if (lp == NULL) {
+        json_decref(root);
+        return body;
+    }
+    json_object_set_new(choice, "logprobs", lp);
+    free(body);
+    return dump(root, len);
 }

@@ -60,6 +60,11 @@ char *api_render_response(enum api_kind kind, const char *id, long created,
     const char *model, const char *text, size_t text_len,
     enum finish_reason why, int prompt_tokens, int completion_tokens,
     size_t *len);
+/* With a model vocabulary and logprobs asked for: body with the choice's
+ * "logprobs" filled in (OpenAI's shape for each API); body itself
+ * otherwise.  Frees body when it returns a new one. */
+char *api_attach_logprobs(enum api_kind kind, char *body, size_t *len,
+    const struct worker_request *r);
 char *api_render_models(const char *model, long created, int max_model_len,
     size_t *len);
 

@@ -24,7 +24,10 @@ struct worker_request *request_new(const int32_t *prompt, int n_prompt,
     /* a byte-level token is one byte; leave room for wider tokenizers */
     r->text_cap = params->max_tokens * 4 + 16;
     r->text = malloc((size_t) r->text_cap);
-    if (!r->tokens || !r->blocks || !r->block_hashes || !r->text) {
+    if (params->logprobs > 0)
+        r->logprobs = calloc((size_t) params->max_tokens + 1, sizeof(*r->logprobs));
+    if (!r->tokens || !r->blocks || !r->block_hashes || !r->text
+        || (params->logprobs > 0 && !r->logprobs)) {
         request_free(r);
         return NULL;
     }
@@ -47,5 +50,6 @@ void request_free(struct worker_request *r)
     free(r->blocks);
     free(r->block_hashes);
     free(r->text);
+    free(r->logprobs);
     free(r);
 }

@@ -32,12 +32,25 @@ enum req_state {
     REQ_FINISHED
 };
 
+#define REQ_MAX_TOP_LOGPROBS 20
+
+/* one generated token's log-probability and the most likely alternatives */
+struct token_logprob {
+    int32_t     token;
+    float       logprob;
+    int         n_top;
+    int32_t     top_token[REQ_MAX_TOP_LOGPROBS];
+    float       top_logprob[REQ_MAX_TOP_LOGPROBS];
+};
+
 struct gen_params {
     int         max_tokens;
     double      temperature;
     double      top_p;
     uint64_t    seed;
     int         priority;           /* higher is served first */
+    int         logprobs;           /* 0: none; n: logprobs with n - 1
+                                       alternatives per token */
     int         n_stop;
     char        stop[REQ_MAX_STOP][REQ_MAX_STOP_LEN + 1];
 };
@@ -70,6 +83,7 @@ struct worker_request {
     int                 n_preemptions;
     int                 prefix_hit_tokens;
     uint64_t            rng;            /* sampler state */
+    struct token_logprob *logprobs;     /* [max_tokens] when asked for */
 
     /* generated text, for stop strings: bytes [0, text_sent) went out */
     char               *text;

@@ -135,6 +135,9 @@ static int cpu_forward(struct backend *b, const struct batch *batch,
             continue;
         next_tokens[i] = sample_token(st->logits + (size_t) k * vocab, vocab,
                                       &r->params, &r->rng, st->probs, st->order);
+        if (r->logprobs != NULL && r->n_tokens - r->n_prompt <= r->params.max_tokens)
+            token_logprobs(st->logits + (size_t) k * vocab, vocab, next_tokens[i],
+                           r->params.logprobs - 1, &r->logprobs[r->n_tokens - r->n_prompt]);
     }
     return 0;
 }

@@ -91,3 +91,39 @@ int32_t sample_token(const float *logits, int n, const struct gen_params *p,
         return order[last];
     }
 }
+
+void token_logprobs(const float *logits, int n, int32_t chosen, int top,
+    struct token_logprob *out)
+{
+    float max = logits[argmax(logits, n)];
+    double sum = 0;
+    float lse;
+
+    for (int i = 0; i < n; i++)
+        sum += exp((double) logits[i] - max);
+    lse = max + (float) log(sum);
+    out->token = chosen;
+    out->logprob = logits[chosen] - lse;
+    if (top > REQ_MAX_TOP_LOGPROBS)
+        top = REQ_MAX_TOP_LOGPROBS;
+    out->n_top = 0;
+    /* insertion into a short sorted list: top is at most 20 */
+    for (int i = 0; i < n; i++) {
+        int k = out->n_top;
+        if (k == top && (k == 0 || logits[i] <= out->top_logprob[k - 1]))
+            continue;
+        if (k < top)
+            out->n_top++;
+        else
+            k--;
+        while (k > 0 && out->top_logprob[k - 1] < logits[i]) {
+            out->top_logprob[k] = out->top_logprob[k - 1];
+            out->top_token[k] = out->top_token[k - 1];
+            k--;
+        }
+        out->top_logprob[k] = logits[i];
+        out->top_token[k] = i;
+    }
+    for (int k = 0; k < out->n_top; k++)
+        out->top_logprob[k] -= lse;
+}

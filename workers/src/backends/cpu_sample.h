@@ -18,4 +18,9 @@ int32_t sample_token(const float *logits, int n, const struct gen_params *p,
 
 int32_t argmax(const float *x, int n);
 
+/* The chosen token's log-probability under the model (raw logits, before
+ * temperature, as vLLM reports them) and the `top` most likely tokens. */
+void token_logprobs(const float *logits, int n, int32_t chosen, int top,
+    struct token_logprob *out);
+
 #endif

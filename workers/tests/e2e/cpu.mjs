@@ -76,6 +76,13 @@ async function stories() {
   check('stories260K: continuation of "Once upon a time"', p.json.choices?.[0]?.text?.startsWith(
     ', there was a little girl named Lily. She loved to play outside in the park. One day, she saw'),
     p.json.choices?.[0]?.text);
+  const lp = await post(w.base, '/v1/completions', { prompt: 'Once upon a time', max_tokens: 2,
+    temperature: 0, logprobs: 3 });
+  const l = lp.json.choices?.[0]?.logprobs;
+  check('stories260K: completion logprobs and top_logprobs match the known logits',
+    l && l.tokens.join('') === ', there' && l.text_offset.join() === '0,1'
+    && Math.abs(l.top_logprobs[0][','] - l.top_logprobs[0][' there'] - (17.7994 - 14.2813)) < 1e-3
+    && Math.abs(l.token_logprobs[0] - l.top_logprobs[0][',']) < 1e-6, JSON.stringify(l));
   const c = await post(w.base, '/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }] });
   check('stories260K: chat without a known template is a 400 naming --chat-template',
     c.status === 400 && /--chat-template/.test(c.json.error?.message), JSON.stringify(c.json));
@@ -99,6 +106,12 @@ async function generated() {
   const msg = chat.choices[0].message;
   check('openai client: chat answer from the model', msg.role === 'assistant'
     && typeof msg.content === 'string' && chat.usage.prompt_tokens > 5, JSON.stringify(chat));
+  const withLp = await client.chat.completions.create({ model: 'tiny', max_tokens: 3, temperature: 0,
+    logprobs: true, top_logprobs: 2, messages: [{ role: 'user', content: 'hello' }] });
+  const content = withLp.choices[0].logprobs?.content ?? [];
+  check('openai client: chat logprobs with two alternatives each', content.length === 3
+    && content.every((t) => t.top_logprobs.length === 2 && t.logprob <= 0
+      && t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob), JSON.stringify(content));
   const again = await client.chat.completions.create({ model: 'tiny', max_tokens: 8, temperature: 0,
     messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'hello' }] });
   check('openai client: greedy answers repeat', again.choices[0].message.content === msg.content);
