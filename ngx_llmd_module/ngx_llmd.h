@@ -102,6 +102,7 @@ typedef struct {
     uint32_t            lru_prev;
     uint32_t            lru_next;
     uint16_t            peers[NGX_LLMD_KEY_PEERS];  /* slot + 1, newest first */
+    uint32_t            touched;            /* record clock when last moved */
 } ngx_llmd_entry_t;
 
 
@@ -144,6 +145,7 @@ typedef struct {
     uint32_t            free_head;
     uint32_t            lru_head;           /* most recently used */
     uint32_t            lru_tail;
+    uint32_t            clock;              /* +1 per record() */
     ngx_atomic_t        evictions;
     uint32_t           *buckets;
     ngx_llmd_entry_t   *entries;
@@ -258,9 +260,10 @@ ngx_int_t ngx_llmd_init_zone(ngx_shm_zone_t *shm_zone, void *data);
 ngx_int_t ngx_llmd_zone_peer_slot(ngx_llmd_srv_conf_t *conf, ngx_str_t *name);
 void ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
     ngx_uint_t nkeys, ngx_int_t *slots, ngx_uint_t nslots,
-    ngx_uint_t *match);
+    ngx_uint_t *match, uint32_t *hints);
 void ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
-    ngx_uint_t nkeys, ngx_int_t slot, ngx_uint_t share);
+    ngx_uint_t nkeys, ngx_int_t slot, ngx_uint_t share, uint32_t *hints,
+    ngx_uint_t held);
 void ngx_llmd_zone_remove(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
     ngx_uint_t nkeys, ngx_int_t slot);
 void ngx_llmd_zone_forget_peer(ngx_llmd_srv_conf_t *conf, ngx_int_t slot);

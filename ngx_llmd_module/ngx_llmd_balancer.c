@@ -344,9 +344,21 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
         lp->match[c] = 0;
     }
 
+    if (nkeys && lp->hints == NULL) {
+        lp->hints = ngx_palloc(lp->request->pool, nkeys * sizeof(uint32_t));
+        if (lp->hints == NULL) {
+            ngx_http_upstream_rr_peers_unlock(peers);
+            return NGX_ERROR;
+        }
+    }
+
+    if (nkeys) {
+        ngx_memset(lp->hints, 0xff, nkeys * sizeof(uint32_t));
+    }
+
     if (nkeys && ncand > 1) {
         ngx_llmd_zone_match(conf, ctx->req.prefix.keys, nkeys, lp->slots,
-                            ncand, lp->match);
+                            ncand, lp->match, lp->hints);
     }
 
     for (c = 0; c < ncand; c++) {
@@ -475,7 +487,7 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
          * (and we are hearing it) */
         if (nkeys && !(sp->events && fresh)) {
             ngx_llmd_zone_record(conf, ctx->req.prefix.keys, nkeys, slot,
-                                 conf->redis != NULL);
+                                 conf->redis != NULL, lp->hints, cd->match);
         }
     }
 

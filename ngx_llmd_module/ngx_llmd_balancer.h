@@ -39,6 +39,7 @@ typedef struct {
     ngx_llmd_cand_t                   *cand;        /* scratch of get() */
     ngx_int_t                         *slots;
     ngx_uint_t                        *match;
+    uint32_t                          *hints;       /* index entries found */
     ngx_uint_t                         ncand_max;
     uint64_t                           tried[NGX_LLMD_MAX_PEERS / 64];
 } ngx_llmd_peer_data_t;

@@ -9,9 +9,6 @@
 #include "ngx_llmd.h"
 
 
-#define NGX_LLMD_FILE_CHUNK  65536
-
-
 extern ngx_module_t  ngx_http_proxy_module;
 
 static void ngx_llmd_body_handler(ngx_http_request_t *r);
@@ -206,33 +203,78 @@ ngx_llmd_body_handler(ngx_http_request_t *r)
 }
 
 
-static ngx_int_t
-ngx_llmd_feed_file(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx, ngx_buf_t *b,
-    u_char **chunk)
-{
-    off_t    off;
-    size_t   size;
-    ssize_t  n;
+/*
+ * The body as one contiguous piece.  yajl hands out a string that lies in
+ * one input chunk without copying it, but buffers one split across chunks,
+ * and nginx splits a body between its header buffer and body buffer (or a
+ * temporary file).  Gathering into a per-process scratch buffer costs one
+ * copy into warm memory; a fresh large allocation per request would cost
+ * page faults on every request.  Inspection is synchronous, so one buffer
+ * per worker process is enough; it grows to the largest body seen (at most
+ * client_max_body_size) and is never shrunk.
+ */
+static u_char  *ngx_llmd_scratch;
+static size_t   ngx_llmd_scratch_size;
 
-    if (*chunk == NULL) {
-        *chunk = ngx_palloc(r->pool, NGX_LLMD_FILE_CHUNK);
-        if (*chunk == NULL) {
-            return NGX_ERROR;
-        }
+static ngx_int_t
+ngx_llmd_body_bytes(ngx_http_request_t *r, u_char **data, size_t *len)
+{
+    off_t         size;
+    u_char       *p;
+    ssize_t       n;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    size = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        b = cl->buf;
+        size += ngx_buf_in_memory(b) ? b->last - b->pos
+                                     : b->file_last - b->file_pos;
     }
 
-    for (off = b->file_pos; off < b->file_last; off += n) {
+    cl = r->request_body->bufs;
 
-        size = (size_t) ngx_min(b->file_last - off, NGX_LLMD_FILE_CHUNK);
+    if (cl && cl->next == NULL && ngx_buf_in_memory(cl->buf)) {
+        *data = cl->buf->pos;           /* already one piece */
+        *len = (size_t) size;
+        return NGX_OK;
+    }
 
-        n = ngx_read_file(b->file, *chunk, size, off);
-
-        if (n == NGX_ERROR || n == 0) {
+    if ((size_t) size > ngx_llmd_scratch_size) {
+        p = ngx_alloc(ngx_max((size_t) size, 64 * 1024), r->connection->log);
+        if (p == NULL) {
             return NGX_ERROR;
         }
 
-        if (llmd_request_feed(&ctx->req, *chunk, n) != LLMD_REQ_OK) {
-            return NGX_OK;
+        if (ngx_llmd_scratch) {
+            ngx_free(ngx_llmd_scratch);
+        }
+
+        ngx_llmd_scratch = p;
+        ngx_llmd_scratch_size = ngx_max((size_t) size, 64 * 1024);
+    }
+
+    p = ngx_llmd_scratch;
+
+    *data = p;
+    *len = (size_t) size;
+
+    for ( /* void */ ; cl; cl = cl->next) {
+        b = cl->buf;
+
+        if (ngx_buf_in_memory(b)) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            continue;
+        }
+
+        if (b->in_file) {
+            n = ngx_read_file(b->file, p, (size_t) (b->file_last - b->file_pos),
+                              b->file_pos);
+            if (n != b->file_last - b->file_pos) {
+                return NGX_ERROR;
+            }
+            p += n;
         }
     }
 
@@ -250,10 +292,9 @@ ngx_llmd_ctx_t *
 ngx_llmd_inspect_body(ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf)
 {
     size_t             block_size, max_blocks;
-    u_char            *block, *chunk;
+    u_char            *block, *data;
+    size_t             len;
     uint64_t          *keys;
-    ngx_buf_t         *b;
-    ngx_chain_t       *cl;
     ngx_msec_int_t     t0;
     ngx_llmd_ctx_t    *ctx;
     llmd_allocator_t   alloc;
@@ -300,26 +341,14 @@ ngx_llmd_inspect_body(ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf)
     }
 
     ctx->block_size = block_size;
-    chunk = NULL;
 
-    if (r->request_body) {
-        for (cl = r->request_body->bufs; cl; cl = cl->next) {
-            b = cl->buf;
-
-            if (ngx_buf_in_memory(b)) {
-                if (llmd_request_feed(&ctx->req, b->pos, b->last - b->pos)
-                    != LLMD_REQ_OK)
-                {
-                    break;
-                }
-
-            } else if (b->in_file) {
-                if (ngx_llmd_feed_file(r, ctx, b, &chunk) != NGX_OK) {
-                    llmd_request_cleanup(&ctx->req);
-                    return NULL;
-                }
-            }
+    if (r->request_body && r->request_body->bufs) {
+        if (ngx_llmd_body_bytes(r, &data, &len) != NGX_OK) {
+            llmd_request_cleanup(&ctx->req);
+            return NULL;
         }
+
+        (void) llmd_request_feed(&ctx->req, data, len);
     }
 
     (void) llmd_request_finish(&ctx->req);

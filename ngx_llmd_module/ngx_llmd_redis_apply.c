@@ -341,7 +341,7 @@ ngx_llmd_redis_apply_event(ngx_llmd_redis_t *cl, llmd_cache_event_t *ev,
             return;
         }
 
-        ngx_llmd_zone_record(cl->conf, ev->keys, ev->nkeys, slot, 0);
+        ngx_llmd_zone_record(cl->conf, ev->keys, ev->nkeys, slot, 0, NULL, 0);
         return;
     }
 
@@ -363,7 +363,7 @@ ngx_llmd_redis_apply_event(ngx_llmd_redis_t *cl, llmd_cache_event_t *ev,
     switch (ev->type) {
 
     case LLMD_EVENT_STORED:
-        ngx_llmd_zone_record(cl->conf, ev->keys, ev->nkeys, slot, 0);
+        ngx_llmd_zone_record(cl->conf, ev->keys, ev->nkeys, slot, 0, NULL, 0);
         break;
 
     case LLMD_EVENT_REMOVED:
@@ -373,7 +373,7 @@ ngx_llmd_redis_apply_event(ngx_llmd_redis_t *cl, llmd_cache_event_t *ev,
     default:    /* CLEARED, SNAPSHOT */
         ngx_llmd_zone_forget_peer(cl->conf, slot);
         if (ev->type == LLMD_EVENT_SNAPSHOT) {
-            ngx_llmd_zone_record(cl->conf, ev->keys, ev->nkeys, slot, 0);
+            ngx_llmd_zone_record(cl->conf, ev->keys, ev->nkeys, slot, 0, NULL, 0);
         }
         break;
     }

@@ -304,43 +304,77 @@ ngx_llmd_entry_has(ngx_llmd_entry_t *e, ngx_int_t slot)
 
 /*
  * For each candidate, how many leading blocks of the request it holds.
- * match[] must start at zero.  The walk stops at the first key that no
- * candidate still matching holds, so a miss costs one lookup.
+ * match[] must start at zero.
+ *
+ * An entry remembers at most NGX_LLMD_KEY_PEERS peers, so only the peers of
+ * the first key's entry can match at all; and a peer's blocks are recorded
+ * (or evicted by its worker) as a prefix, so whether it holds key i falls
+ * from true to false once along the chain.  A binary search per such peer
+ * finds its match in O(log n) lookups instead of walking a long prompt's
+ * thousand keys.
  */
 void
 ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
-    ngx_uint_t nkeys, ngx_int_t *slots, ngx_uint_t nslots, ngx_uint_t *match)
+    ngx_uint_t nkeys, ngx_int_t *slots, ngx_uint_t nslots, ngx_uint_t *match,
+    uint32_t *hints)
 {
+    uint16_t           holders[NGX_LLMD_KEY_PEERS];
     uint32_t           e;
-    ngx_uint_t         i, j, any;
+    ngx_uint_t         j, k, lo, hi, mid;
     ngx_llmd_shctx_t  *sh;
 
     sh = conf->sh;
 
     ngx_shmtx_lock(&conf->shpool->mutex);
 
-    for (i = 0; i < nkeys; i++) {
+    e = ngx_llmd_lookup(sh, keys[0]);
+    if (e == NGX_LLMD_NIL) {
+        goto done;
+    }
 
-        e = ngx_llmd_lookup(sh, keys[i]);
-        if (e == NGX_LLMD_NIL) {
-            break;
-        }
+    if (hints) {
+        hints[0] = e;       /* record() can skip this lookup */
+    }
 
-        any = 0;
+    ngx_memcpy(holders, sh->entries[e].peers, sizeof(holders));
+
+    for (k = 0; k < NGX_LLMD_KEY_PEERS && holders[k]; k++) {
 
         for (j = 0; j < nslots; j++) {
-            if (match[j] == i && slots[j] >= 0
-                && ngx_llmd_entry_has(&sh->entries[e], slots[j]))
-            {
-                match[j] = i + 1;
-                any = 1;
+            if (slots[j] == holders[k] - 1) {
+                break;
             }
         }
 
-        if (!any) {
-            break;
+        if (j == nslots) {
+            continue;       /* holds it, but is not a candidate now */
         }
+
+        /* it holds keys[lo - 1]; find the largest such lo */
+        lo = 1;
+        hi = nkeys + 1;
+
+        while (hi - lo > 1) {
+            mid = lo + (hi - lo) / 2;
+            e = ngx_llmd_lookup(sh, keys[mid - 1]);
+
+            if (e != NGX_LLMD_NIL
+                && ngx_llmd_entry_has(&sh->entries[e], slots[j]))
+            {
+                lo = mid;
+                if (hints) {
+                    hints[mid - 1] = e;
+                }
+
+            } else {
+                hi = mid;
+            }
+        }
+
+        match[j] = lo;
     }
+
+done:
 
     ngx_shmtx_unlock(&conf->shpool->mutex);
 }
@@ -349,7 +383,8 @@ ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
 /* The peer in slot now holds every block of this request. */
 void
 ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
-    ngx_uint_t nkeys, ngx_int_t slot, ngx_uint_t share)
+    ngx_uint_t nkeys, ngx_int_t slot, ngx_uint_t share, uint32_t *hints,
+    ngx_uint_t held)
 {
     ngx_uint_t             head;
     ngx_llmd_placement_t  *pl;
@@ -365,12 +400,41 @@ ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
 
     ngx_shmtx_lock(&conf->shpool->mutex);
 
+    sh->clock++;
+
+    /* a prompt this peer already holds whole, recorded recently: the
+     * common case of a hot shared prefix costs one look at its last key */
+    if (held == nkeys && hints && hints[nkeys - 1] != NGX_LLMD_NIL
+        && sh->entries[hints[nkeys - 1]].key == keys[nkeys - 1]
+        && sh->entries[hints[nkeys - 1]].peers[0] == id
+        && sh->clock - sh->entries[hints[nkeys - 1]].touched
+           < sh->capacity / 8
+        && !share)
+    {
+        ngx_shmtx_unlock(&conf->shpool->mutex);
+        return;
+    }
+
     for (i = 0; i < nkeys; i++) {
 
-        e = ngx_llmd_lookup(sh, keys[i]);
+        /* match() may have found it already; another worker may have
+         * evicted it since, so the key must still be there */
+        e = (hints && hints[i] != NGX_LLMD_NIL
+             && sh->entries[hints[i]].key == keys[i])
+            ? hints[i] : ngx_llmd_lookup(sh, keys[i]);
 
         if (e == NGX_LLMD_NIL) {
             e = ngx_llmd_insert(sh, keys[i]);
+
+        } else if (sh->entries[e].peers[0] == id
+                   && sh->clock - sh->entries[e].touched < sh->capacity / 8)
+        {
+            /* already this peer's, and recent enough: an approximate LRU
+             * saves the relinking of long shared prefixes */
+            if (share) {
+                goto share;
+            }
+            continue;
 
         } else {
             ngx_llmd_lru_unlink(sh, e);
@@ -378,6 +442,7 @@ ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
         }
 
         entry = &sh->entries[e];
+        entry->touched = sh->clock;
 
         /* move (or add) id to the front, dropping the oldest if full */
         for (k = 0; k < NGX_LLMD_KEY_PEERS - 1; k++) {
@@ -388,6 +453,8 @@ ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
 
         ngx_memmove(&entry->peers[1], &entry->peers[0], k * sizeof(uint16_t));
         entry->peers[0] = id;
+
+    share:
 
         if (share) {
             /* other gateways learn this placement through Redis; when the
