@@ -28,6 +28,16 @@ check() {
     if [ "$(jq -s "$2" "$3" 2>&1)" = "true" ]; then ok; else bad "$1"; cp "$3" "$TMP/../llmd-bench-failed.jsonl"; fi
 }
 
+# bench ARGS: a run that must exit 0 with nothing on stderr (the sanitizers
+# report there)
+bench() {
+    $BENCH "$@" >"$TMP/stdout" 2>"$TMP/stderr"
+    rc=$?
+    if [ $rc -ne 0 ] || [ -s "$TMP/stderr" ]; then
+        bad "llmd-bench $*: rc $rc: $(head -c 400 "$TMP/stderr")"
+    fi
+}
+
 wait_up() {
     i=0
     while ! curl -sf "http://127.0.0.1:$1/$2" >/dev/null 2>&1; do
@@ -51,11 +61,11 @@ done
 
 # --- determinism ----------------------------------------------------------
 for w in shared-prefix mixed multi-turn hot-spot bursty uniform; do
-    $BENCH --dump-trace "$TMP/a.jsonl" --workload $w --rate 10 --requests 300 --seed 7 \
+    bench --dump-trace "$TMP/a.jsonl" --workload $w --rate 10 --requests 300 --seed 7 \
         --long-min-tokens 1000 --long-max-tokens 8000
-    $BENCH --dump-trace "$TMP/b.jsonl" --workload $w --rate 10 --requests 300 --seed 7 \
+    bench --dump-trace "$TMP/b.jsonl" --workload $w --rate 10 --requests 300 --seed 7 \
         --long-min-tokens 1000 --long-max-tokens 8000
-    $BENCH --dump-trace "$TMP/c.jsonl" --workload $w --rate 10 --requests 300 --seed 8 \
+    bench --dump-trace "$TMP/c.jsonl" --workload $w --rate 10 --requests 300 --seed 8 \
         --long-min-tokens 1000 --long-max-tokens 8000
     if cmp -s "$TMP/a.jsonl" "$TMP/b.jsonl" && ! cmp -s "$TMP/a.jsonl" "$TMP/c.jsonl" \
        && [ "$(wc -l <"$TMP/a.jsonl")" -eq 300 ]; then ok
@@ -64,7 +74,7 @@ done
 
 # --- workload shapes (chat rendering: content + US + role + RS) -----------
 D=$TMP/shape.jsonl
-$BENCH --dump-trace $D --workload shared-prefix --rate 100 --requests 2000 \
+bench --dump-trace $D --workload shared-prefix --rate 100 --requests 2000 \
     --groups 6 --users 4 --system-tokens 700 --question-tokens 150 --output-tokens 40
 check "shared-prefix lengths" 'all(.[]; (.body.messages[0].content|length) == 692
     and (.body.messages[1].content|length) == 144 and .body.max_tokens == 40)' $D
@@ -77,30 +87,30 @@ check "shared-prefix: one fixed question per user, 24 users" \
 check "shared-prefix: Poisson arrivals near --rate" \
     '(.[-1].t) as $T | ($T > 16 and $T < 24) and ([.[].t] == ([.[].t]|sort))' $D
 
-$BENCH --dump-trace $D --workload hot-spot --rate 1000 --system-tokens 1000 --question-tokens 40
+bench --dump-trace $D --workload hot-spot --rate 1000 --system-tokens 1000 --question-tokens 40
 check "hot-spot: 4096 requests, one prefix, unique questions" \
     'length == 4096 and (map(.body.messages[0].content)|unique|length) == 1
      and (map(.body.messages[1].content)|unique|length) == 4096
      and all(.[]; (.body.messages[0].content|length) == 992 and (.body.messages[1].content|length) == 34)' $D
 
-$BENCH --dump-trace $D --workload uniform --rate 100 --requests 500 --input-tokens 300
+bench --dump-trace $D --workload uniform --rate 100 --requests 500 --input-tokens 300
 check "uniform: unique prompts of the asked length, no shared first block" \
     'length == 500 and all(.[]; (.body.messages|length) == 1 and (.body.messages[0].content|length) == 294)
      and (map(.body.messages[0].content[0:16])|unique|length) == 500' $D
 
-$BENCH --dump-trace $D --workload bursty --concurrency-burst 50 --bursts 3
+bench --dump-trace $D --workload bursty --concurrency-burst 50 --bursts 3
 check "bursty: bursts of 50 x 3, 1k in / 1k out" \
     'length == 150 and all(.[]; .group == (.id / 50 | floor) and .body.max_tokens == 1024
      and (.body.messages[0].content|length) == 1018)' $D
 
-$BENCH --dump-trace $D --workload multi-turn --rate 10 --requests 100 --turns 4 \
+bench --dump-trace $D --workload multi-turn --rate 10 --requests 100 --turns 4 \
     --system-tokens 300 --question-tokens 60
 check "multi-turn: sessions of 4 turns, chained with think time" \
     'group_by(.session) | length == 25 and all(.[]; length == 4 and (map(.turn) == [0,1,2,3])
      and (.[0]|has("after")|not) and all(.[1:][]; .after >= 0)
      and (.[0].body.messages|length) == 2 and all(.[1:][]; (.body.messages|length) == 1))' $D
 
-$BENCH --dump-trace $D --workload mixed --rate 10 --requests 3000 --seed 3
+bench --dump-trace $D --workload mixed --rate 10 --requests 3000 --seed 3
 check "mixed: short lookups <= 512 in, <= 64 out" \
     'map(select(.tag == "short")) | length > 1000 and all(.[];
      (.body.messages[0].content|length) + 6 <= 512 and .body.max_tokens <= 64)' $D
@@ -116,8 +126,8 @@ pids="$pids $!"
 wait_up $PORT health
 
 O=$TMP/o.jsonl S=$TMP/s.json
-$BENCH --url $URL --workload uniform --rate 400 --requests 300 --input-tokens 200 \
-    --output-tokens 32 --out $O --summary $S --slo-ttft 10000 --slo-itl 10000 >/dev/null
+bench --url $URL --workload uniform --rate 400 --requests 300 --input-tokens 200 \
+    --output-tokens 32 --out $O --summary $S --slo-ttft 10000 --slo-itl 10000
 check "uniform live: summary counts" '.[0] | .requests == 300 and .succeeded == 300
     and .failed == 0 and .slo.attainment == 1 and .upstreams.none == 300
     and .output_tokens == 300 * 32' $S
@@ -126,51 +136,51 @@ check "uniform live: one record per request, TTFT <= e2e, usage = sent lengths" 
      and .error == null and .ttft_ms <= .e2e_ms and .prompt_tokens == 200
      and .output_tokens == 32 and .chunks == 32 and (.itl_ms|length) == 31)' $O
 
-$BENCH --url $URL --workload uniform --rate 400 --requests 50 --input-tokens 200 \
-    --output-tokens 8 --slo-ttft 0.001 --summary $S >/dev/null
+bench --url $URL --workload uniform --rate 400 --requests 50 --input-tokens 200 \
+    --output-tokens 8 --slo-ttft 0.001 --summary $S
 check "SLO: an impossible TTFT target is met by none" \
     '.[0] | .slo.attainment == 0 and .slo.goodput_rps == 0 and .success_rate == 1' $S
 
-$BENCH --url $URL --workload shared-prefix --rate 500 --requests 200 --groups 3 --users 2 \
-    --system-tokens 600 --question-tokens 100 --output-tokens 16 --out $O --summary $S >/dev/null
+bench --url $URL --workload shared-prefix --rate 500 --requests 200 --groups 3 --users 2 \
+    --system-tokens 600 --question-tokens 100 --output-tokens 16 --out $O --summary $S
 check "shared-prefix live: prompt tokens = system + question" \
     'length == 200 and all(.[]; .prompt_tokens == 700 and .output_tokens == 16 and .error == null)' $O
 
-$BENCH --url $URL --workload multi-turn --rate 100 --requests 24 --turns 3 --think-time 0.01 \
-    --system-tokens 100 --question-tokens 40 --output-tokens 10 --out $O --summary $S >/dev/null
+bench --url $URL --workload multi-turn --rate 100 --requests 24 --turns 3 --think-time 0.01 \
+    --system-tokens 100 --question-tokens 40 --output-tokens 10 --out $O --summary $S
 check "multi-turn live: history grows by question + answer each turn" \
     'length == 24 and all(.[]; .error == null
      and .prompt_tokens == 100 + 40 + .turn * (40 + 10 + 11))' $O
 
-$BENCH --url $URL --workload mixed --rate 100 --requests 40 --long-fraction 0.3 --long-steps 3 \
+bench --url $URL --workload mixed --rate 100 --requests 40 --long-fraction 0.3 --long-steps 3 \
     --long-min-tokens 1000 --long-max-tokens 4000 --long-output-tokens 32 --tool-tokens 64 \
-    --think-time 0.01 --out $O --summary $S >/dev/null
+    --think-time 0.01 --out $O --summary $S
 check "mixed live: long steps grow by answer + tool result, per-tag summary" \
     'all(.[]; .error == null) and (map(select(.tag == "long")) | group_by(.session)
      | all(.[]; . as $s | all(.[]; .prompt_tokens == $s[0].prompt_tokens + .turn * (32 + 11 + 64))))' $O
 check "mixed live: by_tag adds up" \
     '.[0] | .by_tag.short.requests + .by_tag.long.requests == 40' $S
 
-$BENCH --url $URL --workload bursty --concurrency-burst 100 --bursts 2 --input-tokens 100 \
-    --output-tokens 20 --out $O --summary $S >/dev/null
+bench --url $URL --workload bursty --concurrency-burst 100 --bursts 2 --input-tokens 100 \
+    --output-tokens 20 --out $O --summary $S
 check "bursty live: 2 bursts of 100, the second after the first ended" \
     '(map(select(.group == 0)) | map(.send_s + .e2e_ms / 1000) | max) as $fin
      | length == 200 and all(.[]; .error == null)
      and all(map(select(.group == 1))[]; .send_s >= $fin - 0.0005)' $O
 
-$BENCH --dump-trace "$TMP/t.jsonl" --workload multi-turn --rate 50 --requests 12 --turns 3 \
+bench --dump-trace "$TMP/t.jsonl" --workload multi-turn --rate 50 --requests 12 --turns 3 \
     --think-time 0.01 --system-tokens 64 --question-tokens 32 --output-tokens 8
-$BENCH --url $URL --trace "$TMP/t.jsonl" --out $O --summary $S >/dev/null
+bench --url $URL --trace "$TMP/t.jsonl" --out $O --summary $S
 check "trace replay: every line sent, history rebuilt" \
     'length == 12 and all(.[]; .error == null and .prompt_tokens == 64 + 32 + .turn * (32 + 8 + 11))' $O
 
-$BENCH --url http://127.0.0.1:$PORT/v1/completions --workload uniform --rate 200 --requests 20 \
-    --input-tokens 100 --output-tokens 5 --out $O >/dev/null
+bench --url http://127.0.0.1:$PORT/v1/completions --workload uniform --rate 200 --requests 20 \
+    --input-tokens 100 --output-tokens 5 --out $O
 check "completions endpoint: prompt tokens exact" \
     'length == 20 and all(.[]; .prompt_tokens == 100 and .output_tokens == 5 and .error == null)' $O
 
-$BENCH --url http://127.0.0.1:$PORT/v1/nothing --workload uniform --rate 200 --requests 10 \
-    --input-tokens 100 --output-tokens 5 --out $O --summary $S >/dev/null
+bench --url http://127.0.0.1:$PORT/v1/nothing --workload uniform --rate 200 --requests 10 \
+    --input-tokens 100 --output-tokens 5 --out $O --summary $S
 check "HTTP errors are failures with their text" \
     'length == 10 and all(.[]; .status == 404 and (.error|startswith("HTTP 404")))' $O
 check "HTTP errors in the summary" '.[0] | .failed == 10 and .success_rate == 0' $S
@@ -179,8 +189,8 @@ check "HTTP errors in the summary" '.[0] | .failed == 10 and .success_rate == 0'
 node tests/stub_server.js $STUB_PORT >"$TMP/stub.log" 2>&1 &
 pids="$pids $!"
 wait_up $STUB_PORT health
-$BENCH --url http://127.0.0.1:$STUB_PORT/v1/chat/completions --workload uniform --rate 300 \
-    --requests 60 --input-tokens 100 --output-tokens 6 --out $O --summary $S >/dev/null
+bench --url http://127.0.0.1:$STUB_PORT/v1/chat/completions --workload uniform --rate 300 \
+    --requests 60 --input-tokens 100 --output-tokens 6 --out $O --summary $S
 check "stub: X-LLMD-Upstream counted, usage tokens vs chunks" \
     '.[0] | .requests == 60 and .upstreams["w-a"] == 20 and .upstreams["w-b"] == 20
      and .failed == 20' $S
@@ -189,8 +199,8 @@ check "stub: per-chunk gaps, truncated streams fail" \
               else .error == null and .output_tokens == 6 and .chunks == 3
                    and (.itl_ms|length) == 2 end)' $O
 
-$BENCH --url http://127.0.0.1:1/v1/chat/completions --workload uniform --rate 100 --requests 5 \
-    --input-tokens 100 --summary $S >/dev/null
+bench --url http://127.0.0.1:1/v1/chat/completions --workload uniform --rate 100 --requests 5 \
+    --input-tokens 100 --summary $S
 check "refused connections are failures" '.[0] | .failed == 5' $S
 
 echo "bench: $pass passed, $fail failed"
