@@ -224,8 +224,11 @@ static void send_request(struct runner *run, size_t id, double t_sched)
 
     evbuffer_drain(msg, evbuffer_get_length(msg));
     evbuffer_add_printf(msg, "POST %s HTTP/1.1\r\nHost: %s:%s\r\n"
-                        "Content-Type: application/json\r\nAccept: text/event-stream\r\n",
-                        o->path, o->host, o->port);
+                        "Content-Type: application/json\r\nAccept: text/event-stream\r\n"
+                        /* a stable key per user or session, for hash-based
+                         * balancers (nginx: hash $http_x_session_id) */
+                        "X-Session-Id: %d-%d\r\n",
+                        o->path, o->host, o->port, q->group, q->session);
     for (int i = 0; i < o->n_headers; i++)
         evbuffer_add_printf(msg, "%s\r\n", o->headers[i]);
     evbuffer_add_printf(msg, "Content-Length: %zu\r\n\r\n", evbuffer_get_length(body));
