@@ -4,7 +4,9 @@
 #   make test       every test suite (C units under ASan/UBSan, t/ with
 #                   Debian's nginx, t/ again with an ASan+UBSan nginx, workers)
 #   make demo       Redis + sim workers + nginx with the module + requests
-#   make bench      gateway overhead and worker throughput benchmarks
+#   make bench      the routing benchmark (scripts/bench/routing.py): same
+#                   sim fleet and traffic, one balancing policy swapped
+#   make bench-smoke  the same pipeline scaled down (run by make test)
 
 SHELL        := /bin/bash
 TOP          := $(abspath .)
@@ -26,10 +28,11 @@ MODULE_SO     = $(BUILD)/ngx/ngx_llmd_module.so
 ASAN_NGINX    = $(BUILD)/asan/objs/nginx
 HAVE_WORKERS  = $(wildcard workers/Makefile)
 
-.PHONY: all module workers tools test test-common test-module test-asan \
+.PHONY: all module workers tools bench-tool test-bench bench-smoke \
+        bench-gateway bench-worker bench-fleet-state bench-decision test test-common test-module test-asan \
         test-workers asan demo bench clean
 
-all: module workers tools
+all: module workers tools bench-tool
 
 tools: $(BUILD)/llmd-prefix-keys
 
@@ -64,6 +67,9 @@ ifneq ($(HAVE_WORKERS),)
 	$(MAKE) -C workers
 endif
 
+bench-tool:
+	$(MAKE) -C bench
+
 # nginx from Debian's source package with the module linked in statically,
 # built with ASan and UBSan (a static module avoids ASan's ODR report on
 # ngx_module_names that a dynamic one triggers).
@@ -92,7 +98,7 @@ $(BUILD)/test_%: common/tests/test_%.c $(COMMON_SRCS) $(COMMON_HDRS)
 	$(CC) $(CFLAGS_COMMON) $(SANITIZE) -Icommon -o $@ $< $(COMMON_SRCS) \
 	    $$(pkg-config --cflags --libs check msgpack) -lyajl -lxxhash
 
-test: test-common test-module test-asan test-workers
+test: test-common test-module test-asan test-workers test-bench bench-smoke
 	@echo "all test suites passed"
 
 test-common: $(BUILD)/test_common $(BUILD)/test_wire
@@ -117,12 +123,35 @@ endif
 demo: all
 	scripts/demo.sh
 
+test-bench: workers
+	$(MAKE) -C bench test
+
+# the routing benchmark pipeline end to end on a tiny fleet: fails when the
+# pipeline breaks, never on performance
+bench-smoke: all
+	/usr/bin/python3 scripts/bench/routing.py --smoke --out $(BUILD)/bench-smoke
+	@test -s $(BUILD)/bench-smoke/REPORT.md && test -s $(BUILD)/bench-smoke/sweep.png \
+	  && echo "bench-smoke: 1 passed, 0 failed"
+
+BENCH_OUT ?= bench/results/shared-prefix
 bench: all
+	/usr/bin/python3 scripts/bench/routing.py --out $(BENCH_OUT) $(BENCH_ARGS)
+
+bench-gateway: module
 	scripts/bench-gateway.sh
+
+bench-worker: workers
 	scripts/bench-worker.sh
+
+bench-fleet-state: module
+	scripts/bench-fleet-state.sh
+
+bench-decision: module
+	scripts/bench-decision.sh
 
 clean:
 	rm -rf $(BUILD)
+	$(MAKE) -C bench clean
 ifneq ($(HAVE_WORKERS),)
 	$(MAKE) -C workers clean
 endif

@@ -1,0 +1,198 @@
+#!/usr/bin/python3
+"""Tables and plots of a routing benchmark run (scripts/bench/routing.py).
+
+    scripts/bench/report.py RESULTS_DIR
+
+Writes RESULTS_DIR/REPORT.md and RESULTS_DIR/*.png from results.json.
+"""
+
+import json
+import math
+import os
+import sys
+
+
+def num(s, key, sub=None):
+    vals = []
+    for x in s:
+        v = x.get(key)
+        if sub is not None:
+            v = v.get(sub) if isinstance(v, dict) else None
+        if isinstance(v, (int, float)):
+            vals.append(float(v))
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def total(s, key, sub=None):
+    vals = []
+    for x in s:
+        v = x.get(key)
+        if sub is not None:
+            v = v.get(sub) if isinstance(v, dict) else None
+        if isinstance(v, (int, float)):
+            vals.append(float(v))
+    return sum(vals) if vals else float("nan")
+
+
+def rows(res):
+    for policy, rungs in res["policies"].items():
+        for r in rungs:
+            s = r["summaries"]
+            yield policy, r, {
+                "rate": r["rate"],
+                "frac": r.get("fraction", 0),
+                "ttft_p50": num(s, "ttft_ms", "p50"),
+                "ttft_p90": num(s, "ttft_ms", "p90"),
+                "ttft_p99": num(s, "ttft_ms", "p99"),
+                "itl_p90": num(s, "itl_ms", "p90"),
+                "rps": total(s, "throughput_rps"),
+                "tok_s": total(s, "output_tokens_per_s"),
+                "success": num(s, "success_rate"),
+                "goodput": total(s, "slo", "goodput_rps"),
+                "attain": num(s, "slo", "attainment"),
+                "hit": r["prefix_hit_rate"],
+                "max_mean": max_over_mean(r),
+            }
+
+
+def max_over_mean(r):
+    """Peak per-worker load over the mean, averaged over the samples."""
+    ratios = []
+    for smp in r.get("load_over_time", []):
+        load = smp["load"]
+        mean = sum(load) / len(load) if load else 0
+        if mean > 0:
+            ratios.append(max(load) / mean)
+    return sum(ratios) / len(ratios) if ratios else float("nan")
+
+
+def fmt(v, spec):
+    return "-" if v != v else spec % v
+
+
+def main():
+    out = sys.argv[1]
+    res = json.load(open(os.path.join(out, "results.json")))
+    a = res["args"]
+
+    lines = ["# Routing benchmark: %s" % a["workload"], ""]
+    lines.append("Fleet: %d sim workers (`%s` profile, `--speed %s`, %d KV blocks each, "
+                 "max batch %d); %d gateway instance(s); capacity %.2f requests/s "
+                 "(round-robin, measured in the same run); %.0f s per rung; seed %d."
+                 % (a["workers"], a["profile"], a["speed"], a["kv_blocks"],
+                    a["max_batch"], a["gateways"], res.get("capacity_rps", 0),
+                    a["duration"], a["seed"]))
+    lines.append("")
+    lines.append("Machine: %s, %s cores, %s GiB; everything (Redis, workers, nginx, "
+                 "load generator) on this one machine." % (
+                     res["machine"].get("cpu", "?"), res["machine"].get("cores"),
+                     res["machine"].get("mem_gib", "?")))
+    lines.append("")
+    lines.append("SLO for goodput: TTFT ≤ %s ms and ITL ≤ %s ms." % (a["slo_ttft"], a["slo_itl"]))
+    lines.append("")
+    lines.append("| policy | load | rate req/s | TTFT p50 ms | TTFT p90 ms | TTFT p99 ms | "
+                 "ITL p90 ms | req/s | out tok/s | success | goodput req/s | "
+                 "prefix hit | max/mean load |")
+    lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for policy, r, m in rows(res):
+        lines.append("| %s | %d%% | %.2f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            policy, round(m["frac"] * 100), m["rate"], fmt(m["ttft_p50"], "%.0f"),
+            fmt(m["ttft_p90"], "%.0f"), fmt(m["ttft_p99"], "%.0f"),
+            fmt(m["itl_p90"], "%.1f"), fmt(m["rps"], "%.2f"), fmt(m["tok_s"], "%.0f"),
+            fmt(m["success"], "%.3f"), fmt(m["goodput"], "%.2f"), fmt(m["hit"], "%.2f"),
+            fmt(m["max_mean"], "%.2f")))
+    lines.append("")
+
+    # ratios at the top rung against round-robin, same run
+    top = {}
+    for policy, r, m in rows(res):
+        if policy not in top or m["frac"] > top[policy]["frac"]:
+            top[policy] = m
+    if "round-robin" in top:
+        rr = top["round-robin"]
+        lines.append("At the top rung (%d%% of capacity), against round-robin in the same run:"
+                     % round(rr["frac"] * 100))
+        lines.append("")
+        lines.append("| policy | TTFT p90 ÷ round-robin's | out tok/s × round-robin's | "
+                     "prefix hit rate |")
+        lines.append("|---|---|---|---|")
+        for policy, m in top.items():
+            lines.append("| %s | %s | %s | %.2f |" % (
+                policy,
+                fmt(m["ttft_p90"] / rr["ttft_p90"] if rr["ttft_p90"] else float("nan"), "%.3f"),
+                fmt(m["tok_s"] / rr["tok_s"] if rr["tok_s"] else float("nan"), "%.2f"),
+                m["hit"]))
+        lines.append("")
+
+    plots = plot(res, out)
+    for p in plots:
+        lines.append("![%s](%s)" % (p, p))
+    lines.append("")
+    lines.append("Command: `scripts/bench/routing.py %s`" % " ".join(
+        "--%s %s" % (k.replace("_", "-"), v) for k, v in sorted(a.items())
+        if k not in ("out", "workload_args", "smoke") and v not in (None, False)))
+    open(os.path.join(out, "REPORT.md"), "w").write("\n".join(lines) + "\n")
+    print("\n".join(lines[:8]))
+    print("wrote %s/REPORT.md" % out)
+
+
+def plot(res, out):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("python3-matplotlib is missing: no plots")
+        return []
+
+    data = {}
+    for policy, r, m in rows(res):
+        data.setdefault(policy, []).append(m)
+
+    made = []
+    panels = [("ttft_p90", "TTFT p90 (ms)", True), ("itl_p90", "ITL p90 (ms)", False),
+              ("goodput", "goodput (req/s within SLO)", False),
+              ("success", "success rate", False), ("hit", "prefix cache hit rate", False),
+              ("tok_s", "output tokens/s", False)]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    for ax, (key, label, log) in zip(axes.flat, panels):
+        for policy, ms in data.items():
+            ms = sorted(ms, key=lambda m: m["rate"])
+            ax.plot([m["rate"] for m in ms], [m[key] for m in ms], marker="o",
+                    label=policy)
+        ax.set_xlabel("offered load (requests/s)")
+        ax.set_ylabel(label)
+        if log:
+            ax.set_yscale("log")
+        ax.grid(True, alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle("%s workload" % res["args"]["workload"])
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "sweep.png"), dpi=90)
+    plt.close(fig)
+    made.append("sweep.png")
+
+    # per-worker load over time at the top rung
+    policies = list(res["policies"].items())
+    if policies:
+        fig, axes = plt.subplots(1, len(policies), figsize=(4 * len(policies), 3),
+                                 squeeze=False)
+        for ax, (policy, rungs) in zip(axes[0], policies):
+            r = max(rungs, key=lambda r: r["rate"])
+            smp = r.get("load_over_time", [])
+            if smp:
+                for w in range(len(smp[0]["load"])):
+                    ax.plot([x["t"] for x in smp], [x["load"][w] for x in smp],
+                            linewidth=0.8)
+            ax.set_title(policy, fontsize=9)
+            ax.set_xlabel("s")
+            ax.set_ylabel("running+waiting")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "load.png"), dpi=80)
+        plt.close(fig)
+        made.append("load.png")
+    return made
+
+
+if __name__ == "__main__":
+    main()

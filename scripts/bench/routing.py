@@ -1,0 +1,424 @@
+#!/usr/bin/python3
+"""Routing benchmark driver: one sim fleet, one traffic, one policy swapped.
+
+For each policy this starts nginx (Debian's binary, with ngx_llmd_module
+loaded for every policy so the only change is the upstream block) in front
+of the same N llmd-worker sim processes and the same Redis, runs llmd-bench
+at each rate of the sweep, and records the summaries, the workers' own
+prefix-cache counters and per-worker load over time.  Then it writes a
+markdown table and PNG plots.
+
+    scripts/bench/routing.py --out bench/results/NAME [--smoke] [options]
+
+Run it with Debian's /usr/bin/python3 (python3-matplotlib for the plots).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+WORKER = os.path.join(TOP, "workers/build/llmd-worker")
+BENCH = os.path.join(TOP, "bench/build/llmd-bench")
+MODULE = os.path.join(TOP, "build/ngx/ngx_llmd_module.so")
+
+# upstream{} bodies; SERVERS and REDIS are filled in
+POLICIES = {
+    "round-robin": "SERVERS",
+    "least_conn": "least_conn;\nSERVERS",
+    "random-two": "random two least_conn;\nSERVERS",
+    "hash-session": "hash $http_x_session_id consistent;\nSERVERS",
+    "llmd-approx": "llmd;\nllmd_zone llm 32m;\nSERVERS",
+    "llmd-precise": "llmd;\nllmd_zone llm 32m;\nllmd_redis unix:REDIS interval=50ms;\n"
+                    "llmd_predict off;\nSERVERS",
+    "llmd": "llmd;\nllmd_zone llm 32m;\nllmd_redis unix:REDIS interval=50ms;\nSERVERS",
+    "llm-d-ref": "llmd;\nllmd_policy llm-d;\nllmd_zone llm 32m;\nSERVERS",
+    "dynamo-ref": "llmd;\nllmd_policy dynamo;\nllmd_zone llm 32m;\nSERVERS",
+}
+
+DEFAULT_POLICIES = ["round-robin", "least_conn", "random-two", "hash-session",
+                    "llmd-approx", "llmd-precise", "llmd", "llm-d-ref",
+                    "dynamo-ref"]
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_http(url, secs=10):
+    deadline = time.time() + secs
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return True
+        except Exception:
+            time.sleep(0.05)
+    return False
+
+
+def get(url):
+    return urllib.request.urlopen(url, timeout=5).read().decode()
+
+
+def metric(text, name):
+    """Sum of a Prometheus counter over its label sets."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+class Fleet:
+    """Redis and the sim workers, shared by every policy of the run."""
+
+    def __init__(self, args, work):
+        self.args = args
+        self.work = work
+        self.procs = []
+        self.ports = []
+        self.redis = os.path.join(work, "redis.sock")
+
+    def start(self):
+        self.procs.append(subprocess.Popen(
+            ["redis-server", "--port", "0", "--unixsocket", self.redis,
+             "--unixsocketperm", "777", "--save", "", "--appendonly", "no",
+             "--dir", self.work], stdout=subprocess.DEVNULL))
+        for _ in range(100):
+            if os.path.exists(self.redis):
+                break
+            time.sleep(0.05)
+        self.start_workers()
+
+    def start_workers(self):
+        a = self.args
+        self.workers = []
+        self.ports = [free_port() for _ in range(a.workers)]
+        for i, port in enumerate(self.ports):
+            log = open(os.path.join(self.work, "worker%d.log" % i), "ab")
+            self.workers.append(subprocess.Popen(
+                [WORKER, "--listen", "127.0.0.1:%d" % port, "--backend", "sim",
+                 "--model-name", "llmd-sim", "--sim-profile", a.profile,
+                 "--speed", str(a.speed), "--kv-blocks", str(a.kv_blocks),
+                 "--max-batch", str(a.max_batch),
+                 "--worker-id", "w%d" % i, "--heartbeat-ms", "50",
+                 "--redis", "unix://" + self.redis],
+                stdout=log, stderr=subprocess.STDOUT))
+        for port in self.ports:
+            if not wait_http("http://127.0.0.1:%d/health" % port):
+                raise SystemExit("worker on %d did not start" % port)
+
+    def restart_workers(self):
+        """A cold fleet for every policy: empty caches, same settings."""
+        for w in self.workers:
+            w.send_signal(signal.SIGTERM)
+        for w in self.workers:
+            w.wait()
+        subprocess.run(["redis-cli", "-s", self.redis, "FLUSHALL"],
+                       stdout=subprocess.DEVNULL)
+        self.start_workers()
+
+    def counters(self):
+        out = []
+        for port in self.ports:
+            text = get("http://127.0.0.1:%d/metrics" % port)
+            out.append({
+                "port": port,
+                "prefix_queries": metric(text, "vllm:prefix_cache_queries_total"),
+                "prefix_hits": metric(text, "vllm:prefix_cache_hits_total"),
+                "running": metric(text, "vllm:num_requests_running"),
+                "waiting": metric(text, "vllm:num_requests_waiting"),
+            })
+        return out
+
+    def stop(self):
+        for p in getattr(self, "workers", []) + self.procs:
+            p.send_signal(signal.SIGTERM)
+        for p in getattr(self, "workers", []) + self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+class Gateway:
+    def __init__(self, work, policy, fleet, instances=1):
+        self.work = os.path.join(work, "nginx-" + policy)
+        self.policy = policy
+        self.fleet = fleet
+        self.ports = [free_port() for _ in range(instances)]
+        self.masters = []
+
+    def start(self):
+        servers = "".join("server 127.0.0.1:%d max_fails=0;\n" % p
+                          for p in self.fleet.ports)
+        body = POLICIES[self.policy].replace("SERVERS", servers) \
+                                    .replace("REDIS", self.fleet.redis)
+        user = "user root;" if os.geteuid() == 0 else ""
+        for i, port in enumerate(self.ports):
+            d = "%s-%d" % (self.work, i)
+            os.makedirs(d + "/logs", exist_ok=True)
+            os.makedirs(d + "/tmp", exist_ok=True)
+            conf = """load_module %(module)s;
+%(user)s
+worker_processes 1;
+error_log %(d)s/logs/error.log notice;
+pid %(d)s/logs/nginx.pid;
+events { worker_connections 8192; }
+http {
+    access_log off;
+    client_body_temp_path %(d)s/tmp; proxy_temp_path %(d)s/tmp;
+    client_max_body_size 8m;
+    client_body_buffer_size 1m;
+    upstream llm {
+%(body)s
+        keepalive 256;
+    }
+    server {
+        listen 127.0.0.1:%(port)d;
+        location /v1/ {
+            llmd_debug_headers on;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 600s;
+            proxy_pass http://llm;
+        }
+        location = /llmd/status { llmd_status; }
+    }
+}
+""" % {"module": MODULE, "user": user, "d": d, "body": body, "port": port}
+            with open(d + "/nginx.conf", "w") as f:
+                f.write(conf)
+            subprocess.run(["nginx", "-p", d + "/", "-c", d + "/nginx.conf",
+                            "-t", "-q"], check=True)
+            subprocess.run(["nginx", "-p", d + "/", "-c", d + "/nginx.conf"],
+                           check=True)
+            self.masters.append(d)
+        for port in self.ports:
+            if not wait_http("http://127.0.0.1:%d/llmd/status" % port):
+                raise SystemExit("nginx did not start")
+        # let the Redis mirror see the workers
+        time.sleep(0.5)
+
+    def stop(self):
+        for d in self.masters:
+            subprocess.run(["nginx", "-p", d + "/", "-c", d + "/nginx.conf",
+                            "-s", "quit"], stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+
+
+def sample_load(fleet, out, stop):
+    """Per-worker running+waiting every 0.5 s, for the load-over-time plot."""
+    t0 = time.time()
+    while not stop.is_set():
+        try:
+            c = fleet.counters()
+            out.append({"t": round(time.time() - t0, 2),
+                        "load": [w["running"] + w["waiting"] for w in c]})
+        except Exception:
+            pass
+        stop.wait(0.5)
+
+
+def run_rung(args, gw, fleet, rate, rung_dir):
+    os.makedirs(rung_dir, exist_ok=True)
+    before = fleet.counters()
+    samples, stop = [], threading.Event()
+    sampler = threading.Thread(target=sample_load, args=(fleet, samples, stop))
+    sampler.start()
+
+    procs = []
+    n = len(gw.ports)
+    for i, port in enumerate(gw.ports):
+        cmd = [BENCH, "--url", "http://127.0.0.1:%d/v1/chat/completions" % port,
+               "--workload", args.workload, "--seed", str(args.seed + i),
+               "--rate", "%.3f" % (rate / n), "--duration", str(args.duration),
+               "--slo-ttft", str(args.slo_ttft), "--slo-itl", str(args.slo_itl),
+               "--out", os.path.join(rung_dir, "requests-%d.jsonl" % i),
+               "--summary", os.path.join(rung_dir, "summary-%d.json" % i),
+               "--timeout", "120"] + args.workload_args
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
+                                      stderr=open(os.path.join(
+                                          rung_dir, "bench-%d.log" % i), "w")))
+    for p in procs:
+        p.wait()
+        if p.returncode != 0:
+            raise SystemExit("llmd-bench failed, see " + rung_dir)
+
+    stop.set()
+    sampler.join()
+    after = fleet.counters()
+
+    summaries = [json.load(open(os.path.join(rung_dir, "summary-%d.json" % i)))
+                 for i in range(n)]
+    q = sum(a["prefix_queries"] - b["prefix_queries"] for a, b in zip(after, before))
+    h = sum(a["prefix_hits"] - b["prefix_hits"] for a, b in zip(after, before))
+    result = {"rate": rate, "summaries": summaries,
+              "prefix_hit_rate": h / q if q else 0.0,
+              "load_over_time": samples}
+    json.dump(result, open(os.path.join(rung_dir, "rung.json"), "w"), indent=1)
+    return result
+
+
+def merged(summaries, key, sub=None):
+    """The first gateway's figure (several gateways: the mean)."""
+    vals = []
+    for s in summaries:
+        v = s.get(key)
+        if sub is not None and isinstance(v, dict):
+            v = v.get(sub)
+        if isinstance(v, (int, float)):
+            vals.append(v)
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
+def capacity_probe(args, fleet, work):
+    """Requests/s the fleet completes under round-robin at a rate well past
+    saturation: the 100% mark of the sweep."""
+    gw = Gateway(work, "round-robin", fleet)
+    gw.start()
+    try:
+        r = run_rung(args, gw, fleet, args.probe_rate,
+                     os.path.join(work, "capacity-probe"))
+    finally:
+        gw.stop()
+    return merged(r["summaries"], "throughput_rps")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny fleet and rates: checks the pipeline, not speed")
+    ap.add_argument("--policies", default=",".join(DEFAULT_POLICIES))
+    ap.add_argument("--workload", default="shared-prefix")
+    ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--profile", default="llama3-8b-h100")
+    ap.add_argument("--speed", type=float, default=1.0)
+    ap.add_argument("--kv-blocks", type=int, default=0,
+                    help="per worker; 0: sized so the workload's shared "
+                         "prefixes fill 73%% of the fleet's KV capacity")
+    ap.add_argument("--max-batch", type=int, default=64)
+    ap.add_argument("--rates", default="0.3,0.5,0.7,0.9,1.1",
+                    help="fractions of the measured capacity")
+    ap.add_argument("--capacity", type=float, default=0,
+                    help="fleet capacity in requests/s (0: measure it)")
+    ap.add_argument("--probe-rate", type=float, default=0)
+    ap.add_argument("--duration", type=float, default=30)
+    ap.add_argument("--gateways", type=int, default=1,
+                    help="nginx instances sharing the Redis state")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--slo-ttft", type=float, default=2000)
+    ap.add_argument("--slo-itl", type=float, default=100)
+    ap.add_argument("--groups", type=int, default=40)
+    ap.add_argument("--users", type=int, default=5)
+    ap.add_argument("--system-tokens", type=int, default=3000)
+    ap.add_argument("--question-tokens", type=int, default=600)
+    ap.add_argument("--output-tokens", type=int, default=100)
+    args = ap.parse_args()
+
+    if args.smoke:
+        args.workers, args.duration, args.speed = 2, 4, 0.2
+        args.groups, args.users = 4, 2
+        args.system_tokens, args.question_tokens, args.output_tokens = 600, 100, 8
+        args.rates = "0.5"
+        if args.capacity == 0:
+            args.capacity = 8
+        if args.policies == ",".join(DEFAULT_POLICIES):
+            args.policies = "round-robin,llmd"
+
+    args.workload_args = []
+    if args.workload == "shared-prefix":
+        args.workload_args = ["--groups", str(args.groups), "--users", str(args.users),
+                              "--system-tokens", str(args.system_tokens),
+                              "--question-tokens", str(args.question_tokens),
+                              "--output-tokens", str(args.output_tokens)]
+        if args.kv_blocks == 0:
+            demand = args.groups * args.system_tokens / 16.0
+            args.kv_blocks = max(256, int(demand / 0.73 / args.workers))
+    elif args.kv_blocks == 0:
+        args.kv_blocks = 4096
+
+    for exe in (WORKER, BENCH, MODULE):
+        if not os.path.exists(exe):
+            raise SystemExit("%s is missing: run make" % exe)
+
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="llmd-rb-")
+    fleet = Fleet(args, work)
+    results = {"args": {k: v for k, v in vars(args).items()},
+               "machine": machine(), "policies": {}}
+    try:
+        fleet.start()
+        if args.capacity == 0:
+            if args.probe_rate == 0:
+                args.probe_rate = 4.0 * args.workers
+            args.capacity = capacity_probe(args, fleet, work)
+            fleet.restart_workers()
+        results["capacity_rps"] = args.capacity
+        print("fleet capacity: %.2f requests/s" % args.capacity, flush=True)
+
+        for policy in args.policies.split(","):
+            gw = Gateway(work, policy, fleet, args.gateways)
+            gw.start()
+            rungs = []
+            try:
+                for frac in [float(x) for x in args.rates.split(",")]:
+                    rate = frac * args.capacity
+                    r = run_rung(args, gw, fleet, rate,
+                                 os.path.join(out, "raw", policy, "%.2f" % frac))
+                    r["fraction"] = frac
+                    rungs.append(r)
+                    s = r["summaries"]
+                    print("%-13s rate %5.2f/s: TTFT p90 %8.1f ms, ITL p90 %6.1f ms, "
+                          "%7.1f out tok/s, success %.3f, prefix hits %.2f"
+                          % (policy, rate, merged(s, "ttft_ms", "p90"),
+                             merged(s, "itl_ms", "p90"),
+                             merged(s, "output_tokens_per_s") * len(s),
+                             merged(s, "success_rate"), r["prefix_hit_rate"]),
+                          flush=True)
+            finally:
+                gw.stop()
+            results["policies"][policy] = rungs
+            fleet.restart_workers()
+    finally:
+        fleet.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    json.dump(results, open(os.path.join(out, "results.json"), "w"), indent=1)
+    subprocess.run([sys.executable, os.path.join(TOP, "scripts/bench/report.py"),
+                    out], check=True)
+
+
+def machine():
+    info = {"cores": os.cpu_count()}
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        info["mem_gib"] = round(os.sysconf("SC_PAGE_SIZE")
+                                * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except Exception:
+        pass
+    return info
+
+
+if __name__ == "__main__":
+    main()
