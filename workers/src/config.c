@@ -46,7 +46,8 @@ const char config_usage[] =
 "  --seed N                 default sampling seed (0)\n"
 "  --priority-aging SECONDS waiting time worth one priority level (1)\n"
 "  --max-body-bytes N       largest request body accepted (1048576)\n"
-"  --help                   this text\n";
+"  --help                   this text\n"
+"model tools: llmd-worker mkmodel|logits|bench --help\n";
 
 void config_defaults(struct worker_config *cfg)
 {

@@ -55,15 +55,17 @@ int model_bench_main(int argc, char **argv)
     struct rusage ru;
 
     optind = 1;
+    opterr = 0;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (o == 'm')
             model = optarg;
         else if (o == 'b' || o == 's' || o == 'p' || o == 't')
             *(o == 'b' ? &batch : o == 's' ? &steps : o == 'p' ? &prompt : &threads) = atoi(optarg);
         else
-            model = NULL, optind = argc + 1;
+            goto usage;
     }
     if (model == NULL || batch < 1 || steps < 1 || prompt < 1) {
+usage:
         fputs("usage: llmd-worker bench --model FILE.gguf [--batch N] [--steps N] "
               "[--prompt N] [--threads N]\n", stderr);
         return 2;

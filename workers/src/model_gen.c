@@ -245,6 +245,7 @@ int model_gen_main(int argc, char **argv)
 
     model_gen_defaults(&p);
     optind = 1;
+    opterr = 0;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int *num = o == 'd' ? &p.dim : o == 'l' ? &p.n_layers : o == 'h' ? &p.n_heads
                  : o == 'k' ? &p.n_kv_heads : o == 'f' ? &p.hidden_dim

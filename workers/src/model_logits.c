@@ -65,6 +65,7 @@ int model_logits_main(int argc, char **argv)
     char err[512];
 
     optind = 1;
+    opterr = 0;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (o == 'm')
             model = optarg;
