@@ -46,6 +46,7 @@ static const field_t  heartbeat_fields[] = {
     F64(llmd_heartbeat_t, decode_ms_base, "dms0"),
     F64(llmd_heartbeat_t, decode_ms_per_seq, "dms1"),
     F64(llmd_heartbeat_t, ttft_ms, "ttft"),
+    F64(llmd_heartbeat_t, bytes_per_token, "bpt"),
     U64(llmd_heartbeat_t, requests_total, "req"),
     U64(llmd_heartbeat_t, prompt_tokens_total, "ptok"),
     U64(llmd_heartbeat_t, generation_tokens_total, "gtok"),

@@ -66,6 +66,8 @@ typedef struct {
     double      decode_ms_base;                 /* step ms = base + per_seq x batch */
     double      decode_ms_per_seq;
     double      ttft_ms;                        /* as the worker measures it */
+    double      bytes_per_token;                /* canonical prompt bytes per
+                                                   prompt token (tokenizer) */
     uint64_t    requests_total;
     uint64_t    prompt_tokens_total;
     uint64_t    generation_tokens_total;

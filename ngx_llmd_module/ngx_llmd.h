@@ -80,6 +80,7 @@ typedef struct {
     double              decode_ms_base;
     double              decode_ms_per_seq;
     double              worker_ttft_ms;
+    double              bytes_per_token;    /* the worker's tokenizer */
     ngx_atomic_t        remote_inflight;    /* other gateways' requests */
     ngx_atomic_t        remote_tokens;
 

@@ -41,15 +41,19 @@ ngx_llmd_predict(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
     uint64_t prompt_bytes, ngx_uint_t matched_blocks, double *ttft,
     double *itl, uint64_t *uncached)
 {
-    double            t, batch;
+    double            t, batch, bpt;
     uint64_t          prompt, cached, u;
     ngx_llmd_peer_t  *p;
 
     p = &conf->sh->peers[slot];
 
-    prompt = prompt_bytes / NGX_LLMD_BYTES_PER_TOKEN;
-    cached = (uint64_t) matched_blocks * conf->block_size
-             / NGX_LLMD_BYTES_PER_TOKEN;
+    /* tokens as the worker's own tokenizer counts them: its queue and
+     * prefill rate are in those */
+    bpt = p->bytes_per_token >= 0.1 ? p->bytes_per_token
+                                    : (double) NGX_LLMD_BYTES_PER_TOKEN;
+
+    prompt = (uint64_t) ((double) prompt_bytes / bpt);
+    cached = (uint64_t) ((double) matched_blocks * conf->block_size / bpt);
     u = prompt > cached ? prompt - cached : 1;
 
     /* the batch it would join: what the worker reported, or what we know

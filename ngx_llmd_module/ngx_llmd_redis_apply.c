@@ -111,6 +111,7 @@ ngx_llmd_redis_apply_heartbeat(ngx_llmd_redis_t *cl, llmd_heartbeat_t *hb,
     p->decode_ms_base = hb->decode_ms_base;
     p->decode_ms_per_seq = hb->decode_ms_per_seq;
     p->worker_ttft_ms = hb->ttft_ms;
+    p->bytes_per_token = hb->bytes_per_token;
 
     seen[slot] = 1;
     (void) ngx_atomic_fetch_add(&sh->heartbeats, 1);

@@ -91,7 +91,8 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
                             "\"queued_prefill_tokens\":%uL,"
                             "\"kv_usage\":%.3f,\"prefill_tps\":%.1f,"
                             "\"decode_ms_base\":%.3f,"
-                            "\"decode_ms_per_seq\":%.4f,\"events\":%s,"
+                            "\"decode_ms_per_seq\":%.4f,"
+                            "\"bytes_per_token\":%.2f,\"events\":%s,"
                             "\"predicted_ttft_ms\":%.1f,"
                             "\"prediction_error_ms\":%.1f,"
                             "\"ttft_residual_ms\":%.1f}",
@@ -101,7 +102,7 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
                             (uint64_t) pr->queued_prefill_tokens,
                             ngx_llmd_ratio(pr->kv_used, pr->kv_total),
                             pr->prefill_tps, pr->decode_ms_base,
-                            pr->decode_ms_per_seq,
+                            pr->decode_ms_per_seq, pr->bytes_per_token,
                             pr->events ? "true" : "false",
                             pr->predicted_ttft_ms, pr->prediction_error_ms,
                             pr->ttft_residual_ms);

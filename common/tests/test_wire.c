@@ -38,6 +38,7 @@ sample_heartbeat(llmd_heartbeat_t *hb)
     hb->decode_ms_base = 6.25;
     hb->decode_ms_per_seq = 0.125;
     hb->ttft_ms = 85.5;
+    hb->bytes_per_token = 3.75;
     hb->requests_total = 1000;
     hb->prompt_tokens_total = 1u << 30;
     hb->generation_tokens_total = 99;

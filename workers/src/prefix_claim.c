@@ -54,6 +54,7 @@ struct prefix_claim *prefix_claim_new(const void *body, size_t len,
             c->keys = k;
     }
     c->nkeys = (uint32_t) nkeys;
+    c->bytes_per_token = (double) total / n_prompt;
     c->nblocks = (uint32_t) (n_prompt / block_tokens);
     c->cover = malloc(sizeof(uint32_t) * nkeys);
     c->blocks = malloc(sizeof(uint64_t) * c->nblocks);

@@ -27,6 +27,7 @@ struct prefix_claim {
     uint32_t   *cover;      /* KV blocks key i depends on, from block 0 */
     uint32_t    nblocks;
     uint64_t   *blocks;     /* chained KV hashes of the full prompt blocks */
+    double      bytes_per_token;    /* canonical bytes / prompt tokens */
 };
 
 /* NULL when the body yields no key, the prompt fills no KV block, or

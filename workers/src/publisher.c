@@ -668,8 +668,19 @@ void publisher_start(struct publisher *p)
 struct prefix_claim *publisher_claim(struct publisher *p, const void *body,
     size_t len, const int32_t *prompt, int n_prompt)
 {
-    return prefix_claim_new(body, len, prompt, n_prompt, p->prefix_block,
-                            p->block_tokens, LLMD_PREFIX_MAX_BLOCKS_DEFAULT);
+    struct prefix_claim *c;
+
+    c = prefix_claim_new(body, len, prompt, n_prompt, p->prefix_block,
+                         p->block_tokens, LLMD_PREFIX_MAX_BLOCKS_DEFAULT);
+
+    /* gateways count prompts in bytes; this tells them how many bytes make
+     * a token of this model, so their predictions speak in real tokens */
+    if (c)
+        p->hb.bytes_per_token = p->hb.bytes_per_token == 0
+            ? c->bytes_per_token
+            : p->hb.bytes_per_token
+              + 0.05 * (c->bytes_per_token - p->hb.bytes_per_token);
+    return c;
 }
 
 void publisher_prefilled(struct publisher *p, struct prefix_claim *c)
