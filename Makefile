@@ -28,7 +28,7 @@ MODULE_SO     = $(BUILD)/ngx/ngx_llmd_module.so
 ASAN_NGINX    = $(BUILD)/asan/objs/nginx
 HAVE_WORKERS  = $(wildcard workers/Makefile)
 
-.PHONY: all module workers tools bench-tool test-bench bench-smoke \
+.PHONY: all module workers tools bench-tool test-bench test-deploy bench-smoke \
         bench-gateway bench-worker bench-fleet-state bench-decision test test-common test-module test-asan \
         test-workers asan demo bench clean
 
@@ -98,7 +98,8 @@ $(BUILD)/test_%: common/tests/test_%.c $(COMMON_SRCS) $(COMMON_HDRS)
 	$(CC) $(CFLAGS_COMMON) $(SANITIZE) -Icommon -o $@ $< $(COMMON_SRCS) \
 	    $$(pkg-config --cflags --libs check msgpack) -lyajl -lxxhash
 
-test: test-common test-module test-asan test-workers test-bench bench-smoke
+test: test-common test-module test-asan test-workers test-bench bench-smoke \
+      test-deploy
 	@echo "all test suites passed"
 
 test-common: $(BUILD)/test_common $(BUILD)/test_wire
@@ -125,6 +126,10 @@ demo: all
 
 test-bench: workers
 	$(MAKE) -C bench test
+
+# compose, kustomize, helm, schemas and PromQL, offline (no containers)
+test-deploy: module workers
+	bash deploy/validate.sh
 
 # the routing benchmark pipeline end to end on a tiny fleet: fails when the
 # pipeline breaks, never on performance

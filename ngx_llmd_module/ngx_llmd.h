@@ -180,6 +180,7 @@ typedef struct {
     ngx_llmd_redis_conf_t         *redis;
     ngx_uint_t          policy;             /* ngx_llmd_policy_e */
     ngx_flag_t          predict;
+    ngx_msec_t          stickiness;         /* see ngx_llmd_pick_predicted */
     ngx_msec_t          slo_ttft;           /* 0: none */
     ngx_msec_t          slo_itl;
     ngx_shm_zone_t     *shm_zone;

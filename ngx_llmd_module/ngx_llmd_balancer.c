@@ -5,9 +5,10 @@
  *
  * Candidates are the live server lines plus, with llmd_redis, the workers
  * discovered through their heartbeats.  Choice among them:
- *   0. with fresh fleet state for every candidate, the lowest predicted
- *      time to first token among those predicted to meet llmd_slo wins
- *      ("predicted"; "slo-miss" when none is predicted to meet it);
+ *   0. with fresh fleet state for every candidate: among those predicted
+ *      to meet llmd_slo, the prefix holder unless it is predicted slower
+ *      than the fastest by more than llmd_stickiness, else the fastest
+ *      ("predicted"; "slo-miss" when none is predicted to meet the SLO);
  *   1. if in-flight requests are imbalanced (max - min > abs threshold and
  *      max > rel threshold x min), the least loaded peer wins ("balance");
  *   2. otherwise the highest score wins:
@@ -74,6 +75,7 @@ ngx_llmd_init_upstream(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
     ngx_conf_init_uint_value(conf->default_max_tokens, 256);
     ngx_conf_init_uint_value(conf->policy, NGX_LLMD_POLICY_LLMD);
     ngx_conf_init_value(conf->predict, 1);
+    ngx_conf_init_msec_value(conf->stickiness, 500);
     ngx_conf_init_msec_value(conf->slo_ttft, 0);
     ngx_conf_init_msec_value(conf->slo_itl, 0);
 

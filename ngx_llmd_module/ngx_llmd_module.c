@@ -128,6 +128,13 @@ static ngx_command_t  ngx_llmd_commands[] = {
       offsetof(ngx_llmd_srv_conf_t, predict),
       NULL },
 
+    { ngx_string("llmd_stickiness"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      offsetof(ngx_llmd_srv_conf_t, stickiness),
+      NULL },
+
     { ngx_string("llmd_slo"),
       NGX_HTTP_UPS_CONF|NGX_CONF_1MORE,
       ngx_llmd_slo,
@@ -285,6 +292,7 @@ ngx_llmd_create_srv_conf(ngx_conf_t *cf)
     conf->default_max_tokens = NGX_CONF_UNSET_UINT;
     conf->policy = NGX_CONF_UNSET_UINT;
     conf->predict = NGX_CONF_UNSET;
+    conf->stickiness = NGX_CONF_UNSET_MSEC;
     conf->slo_ttft = NGX_CONF_UNSET_MSEC;
     conf->slo_itl = NGX_CONF_UNSET_MSEC;
 

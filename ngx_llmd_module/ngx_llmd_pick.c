@@ -81,15 +81,21 @@ ngx_llmd_discovered_candidates(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
 }
 
 
-/* Lowest predicted TTFT among those meeting the SLO; NGX_DECLINED when
- * some candidate lacks fresh fleet state. */
+/*
+ * Prediction: among the candidates predicted to meet llmd_slo, the one
+ * holding the most of the prompt, unless its predicted TTFT is worse than
+ * the fastest candidate's by more than llmd_stickiness; then the fastest.
+ * Minimising each request's TTFT alone spreads a shared prefix over every
+ * worker and evicts it everywhere (each pick is right, the fleet's cache is
+ * lost); the margin is what a warm cache is worth to the requests after
+ * this one.  NGX_DECLINED when some candidate lacks fresh fleet state.
+ */
 ngx_int_t
 ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
     ngx_uint_t start, ngx_uint_t *best)
 {
-    double                best_ttft;
     uint64_t              bytes;
-    ngx_uint_t            k, c, pass, found;
+    ngx_uint_t            k, c, pass, fast, sticky, found;
     ngx_llmd_cand_t      *cd;
     ngx_llmd_srv_conf_t  *conf;
 
@@ -112,7 +118,7 @@ ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
     /* first pass: only those predicted to meet the SLO */
     for (pass = 0; pass < 2; pass++) {
         found = 0;
-        best_ttft = 0.0;
+        fast = sticky = start;
 
         for (k = 0; k < ncand; k++) {
             c = (start + k) % ncand;
@@ -125,17 +131,41 @@ ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
                 continue;
             }
 
-            if (!found || cd->ttft < best_ttft) {
-                best_ttft = cd->ttft;
-                *best = c;
+            if (!found) {
+                fast = sticky = c;
                 found = 1;
+                continue;
+            }
+
+            if (cd->ttft < lp->cand[fast].ttft) {
+                fast = c;
+            }
+
+            if (cd->match > lp->cand[sticky].match
+                || (cd->match == lp->cand[sticky].match
+                    && cd->ttft < lp->cand[sticky].ttft))
+            {
+                sticky = c;
             }
         }
 
-        if (found) {
-            lp->ctx->reason = pass == 0 ? "predicted" : "slo-miss";
-            return NGX_OK;
+        if (!found) {
+            continue;
         }
+
+        if (lp->cand[sticky].match
+            && lp->cand[sticky].ttft
+               <= lp->cand[fast].ttft + (double) conf->stickiness)
+        {
+            *best = sticky;
+            lp->ctx->reason = pass == 0 ? "predicted" : "slo-miss";
+
+        } else {
+            *best = fast;
+            lp->ctx->reason = pass == 0 ? "predicted" : "slo-miss";
+        }
+
+        return NGX_OK;
     }
 
     return NGX_DECLINED;

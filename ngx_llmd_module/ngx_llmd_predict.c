@@ -18,6 +18,7 @@
 
 
 #define NGX_LLMD_EWMA_ALPHA     0.2
+#define NGX_LLMD_RESIDUAL_ALPHA 0.05    /* slow: a bias, not the last error */
 #define NGX_LLMD_RESIDUAL_MAX   60000.0     /* ms */
 
 
@@ -41,7 +42,7 @@ ngx_llmd_predict(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
     uint64_t prompt_bytes, ngx_uint_t matched_blocks, double *ttft,
     double *itl, uint64_t *uncached)
 {
-    double            t, batch, bpt;
+    double            t, r, batch, bpt;
     uint64_t          prompt, cached, u;
     ngx_llmd_peer_t  *p;
 
@@ -67,7 +68,13 @@ ngx_llmd_predict(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
      * the first token, shared with that batch */
     t = (double) (p->queued_prefill_tokens + p->pending_tokens + u)
         / p->prefill_tps * 1000.0
-        + *itl + p->ttft_residual_ms;
+        + *itl;
+
+    /* the calibration corrects a bias, it must not become the prediction:
+     * a few slow requests would otherwise make a peer look slow for good */
+    r = p->ttft_residual_ms;
+    r = r > t / 2 ? t / 2 : (r < -t / 2 ? -t / 2 : r);
+    t += r;
 
     *ttft = t > 0.0 ? t : 0.0;
     *uncached = u;
@@ -87,7 +94,7 @@ ngx_llmd_predict_observe(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
 
     /* written by whichever worker frees the request; a lost update costs
      * one sample, nothing more */
-    r = p->ttft_residual_ms + NGX_LLMD_EWMA_ALPHA * err;
+    r = p->ttft_residual_ms + NGX_LLMD_RESIDUAL_ALPHA * err;
     if (r > NGX_LLMD_RESIDUAL_MAX) {
         r = NGX_LLMD_RESIDUAL_MAX;
     } else if (r < -NGX_LLMD_RESIDUAL_MAX) {

@@ -123,7 +123,9 @@ my @busy;
 for my $i (1 .. 6) {
     my $pid = fork();
     if ($pid == 0) {
-        my $r = nginx_request(chat("long job $i", 0, 400));
+        # the shared prefix, then a long question of its own: the queued
+        # prefill work the worker reports
+        my $r = nginx_request(chat("long job $i " . ("with its own words $i " x 150), 0, 400));
         POSIX::_exit($r->{status} == 200 ? 0 : 1);
     }
     push @busy, $pid;

@@ -237,7 +237,8 @@ static void update_gauges(struct engine *e)
                           memory_order_relaxed);
     atomic_store_explicit(&m->preemptions, e->sched.preemptions,
                           memory_order_relaxed);
-    engine_stats_publish(&e->stats, engine_stats_queued_prefill(&e->sched));
+    engine_stats_publish(&e->stats,
+                         engine_stats_queued_prefill(&e->stats, &e->sched));
 }
 
 static void *engine_main(void *arg)

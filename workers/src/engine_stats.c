@@ -3,6 +3,7 @@
  */
 
 #include "engine_stats.h"
+#include "clock.h"
 
 #include <string.h>
 
@@ -92,9 +93,34 @@ void engine_stats_first_token(struct engine_stats *s, double ttft_seconds)
     s->ttft_ms = ewma(s->ttft_ms, ttft_seconds * 1e3);
 }
 
-uint64_t engine_stats_queued_prefill(const struct scheduler *sched)
+/* Tokens a waiting request will really compute: the blocks of its prompt
+ * already in the cache are reused at admission.  Counting the whole prompt
+ * made a worker holding hot prefixes look far busier than it is. */
+static uint64_t uncached_prompt_tokens(const struct kv_manager *kv,
+    const struct worker_request *r)
+{
+    int bt = kv->geo.block_tokens, full = (r->n_tokens - 1) / bt, i;
+    uint64_t parent = KV_HASH_SEED;
+
+    for (i = 0; i < full; i++) {
+        parent = kv_block_hash(parent, r->tokens + (size_t) i * bt, bt);
+        if (kv_lookup(kv, parent) == KV_NO_BLOCK)
+            break;
+    }
+    return (uint64_t) (r->n_tokens - i * bt);
+}
+
+/* Recounted at most every 20 ms: the walk hashes every waiting prompt. */
+#define QUEUED_RECOUNT_S    0.02
+
+uint64_t engine_stats_queued_prefill(struct engine_stats *s,
+    const struct scheduler *sched)
 {
     uint64_t n = 0;
+    double now = now_seconds();
+
+    if (now - s->queued_at < QUEUED_RECOUNT_S)
+        return s->queued_prefill;
 
     for (int i = 0; i < sched->n_running; i++) {
         const struct worker_request *r = sched->running[i];
@@ -103,7 +129,10 @@ uint64_t engine_stats_queued_prefill(const struct scheduler *sched)
     }
     /* waiting requests (preempted ones too) start over at admission */
     for (int i = 0; i < sched->n_waiting; i++)
-        n += (uint64_t) sched->waiting[i]->n_tokens;
+        n += uncached_prompt_tokens(sched->kv, sched->waiting[i]);
+
+    s->queued_at = now;
+    s->queued_prefill = n;
     return n;
 }
 

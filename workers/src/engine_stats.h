@@ -45,6 +45,8 @@ struct engine_stats {
     struct step_fit     decode;         /* ms per pure-decode step vs batch */
     double              prefill_tps;    /* EWMA, 0 until measured */
     double              ttft_ms;        /* EWMA, 0 until measured */
+    double              queued_at;      /* when queued_prefill was counted */
+    uint64_t            queued_prefill;
 
     pthread_mutex_t     lock;
     struct engine_stats_snapshot shared;
@@ -60,7 +62,8 @@ void engine_stats_step(struct engine_stats *s, int n_decode, int n_prefill,
 void engine_stats_first_token(struct engine_stats *s, double ttft_seconds);
 
 /* Prompt tokens not yet computed, over the running and waiting requests. */
-uint64_t engine_stats_queued_prefill(const struct scheduler *sched);
+uint64_t engine_stats_queued_prefill(struct engine_stats *s,
+    const struct scheduler *sched);
 
 /* Engine thread: refresh the snapshot unless a reader holds it right now. */
 void engine_stats_publish(struct engine_stats *s, uint64_t queued_prefill);
