@@ -75,7 +75,7 @@ ngx_llmd_init_upstream(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
     ngx_conf_init_uint_value(conf->default_max_tokens, 256);
     ngx_conf_init_uint_value(conf->policy, NGX_LLMD_POLICY_LLMD);
     ngx_conf_init_value(conf->predict, 1);
-    ngx_conf_init_msec_value(conf->stickiness, 500);
+    ngx_conf_init_msec_value(conf->stickiness, 2000);
     ngx_conf_init_msec_value(conf->slo_ttft, 0);
     ngx_conf_init_msec_value(conf->slo_itl, 0);
 
