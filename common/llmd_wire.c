@@ -182,6 +182,18 @@ packer_init(msgpack_packer *pk, out_t *o, char *buf, size_t cap)
 }
 
 
+/* The map header, the version and the table's fields; `extra` more
+ * entries follow, written by the caller. */
+static int
+pack_record(msgpack_packer *pk, const field_t *fields, const void *rec,
+    size_t extra)
+{
+    return msgpack_pack_map(pk, count_fields(fields) + 1 + extra)
+           || pack_key(pk, "v") || msgpack_pack_uint32(pk, LLMD_WIRE_VERSION)
+           || pack_fields(pk, fields, rec);
+}
+
+
 llmd_wire_status_t
 llmd_wire_pack_heartbeat(const llmd_heartbeat_t *hb, char *buf, size_t cap,
     size_t *len)
@@ -191,10 +203,7 @@ llmd_wire_pack_heartbeat(const llmd_heartbeat_t *hb, char *buf, size_t cap,
 
     packer_init(&pk, &o, buf, cap);
 
-    if (msgpack_pack_map(&pk, count_fields(heartbeat_fields) + 1)
-        || pack_key(&pk, "v") || msgpack_pack_uint32(&pk, LLMD_WIRE_VERSION)
-        || pack_fields(&pk, heartbeat_fields, hb))
-    {
+    if (pack_record(&pk, heartbeat_fields, hb, 0)) {
         return LLMD_WIRE_ENOSPACE;
     }
 
@@ -217,9 +226,7 @@ llmd_wire_pack_event(const llmd_cache_event_t *ev, char *buf, size_t cap,
 
     packer_init(&pk, &o, buf, cap);
 
-    if (msgpack_pack_map(&pk, count_fields(event_fields) + 2)
-        || pack_key(&pk, "v") || msgpack_pack_uint32(&pk, LLMD_WIRE_VERSION)
-        || pack_fields(&pk, event_fields, ev)
+    if (pack_record(&pk, event_fields, ev, 1)
         || pack_key(&pk, "keys") || msgpack_pack_array(&pk, ev->nkeys))
     {
         return LLMD_WIRE_ENOSPACE;
@@ -250,9 +257,7 @@ llmd_wire_pack_gateway(const llmd_gateway_load_t *gw, char *buf, size_t cap,
 
     packer_init(&pk, &o, buf, cap);
 
-    if (msgpack_pack_map(&pk, count_fields(gateway_fields) + 2)
-        || pack_key(&pk, "v") || msgpack_pack_uint32(&pk, LLMD_WIRE_VERSION)
-        || pack_fields(&pk, gateway_fields, gw)
+    if (pack_record(&pk, gateway_fields, gw, 1)
         || pack_key(&pk, "peers") || msgpack_pack_array(&pk, gw->npeers))
     {
         return LLMD_WIRE_ENOSPACE;
