@@ -33,12 +33,14 @@ static void queue_push(struct event_queue *q, const struct engine_event *ev)
 }
 
 static void emit_text(struct engine *e, struct worker_request *r,
-    const char *s, int n)
+    const char *s, int n, int lp_upto)
 {
     while (n > 0) {
         struct engine_event ev = { .req = r, .kind = ENGINE_TEXT };
         int chunk = n < ENGINE_EVENT_TEXT ? n : ENGINE_EVENT_TEXT;
 
+        if (chunk == n)
+            ev.lp_upto = lp_upto;
         ev.len = (uint8_t) chunk;
         memcpy(ev.text, s, (size_t) chunk);
         queue_push(&e->step_events, &ev);
@@ -47,10 +49,23 @@ static void emit_text(struct engine *e, struct worker_request *r,
     }
 }
 
-static void flush_text(struct engine *e, struct worker_request *r, int upto)
+/* With logprobs, text goes out in whole tokens so that each piece carries
+ * the logprobs of exactly the tokens that make it up; all = the request is
+ * finishing, every token goes. */
+static void flush_text(struct engine *e, struct worker_request *r, int upto,
+    bool all)
 {
+    if (r->logprobs != NULL) {
+        int k = r->lp_sent, end = r->text_sent;
+
+        while (k < r->n_generated && (all || r->logprobs[k].text_end <= upto))
+            end = r->logprobs[k++].text_end;
+        if (!all)
+            upto = end < upto ? end : upto;
+        r->lp_sent = k;
+    }
     if (upto > r->text_sent) {
-        emit_text(e, r, r->text + r->text_sent, upto - r->text_sent);
+        emit_text(e, r, r->text + r->text_sent, upto - r->text_sent, r->lp_sent);
         r->text_sent = upto;
     }
 }
@@ -67,7 +82,7 @@ static void finish_request(struct engine *e, struct worker_request *r,
     r->state = REQ_FINISHED;
     r->finish = why;
     if (why != FINISH_ABORT)
-        flush_text(e, r, r->text_len);
+        flush_text(e, r, r->text_len, true);
     counter_add(&e->metrics->success[kind], 1);
     histogram_observe(&e->metrics->e2e, now - r->arrival);
     queue_push(&e->step_events, &ev);
@@ -182,6 +197,8 @@ static void on_token(struct engine *e, struct worker_request *r, int32_t tok,
         else if (stop_append(r, text, n))
             why = FINISH_STOP;
     }
+    if (r->logprobs != NULL && r->n_generated <= r->params.max_tokens)
+        r->logprobs[r->n_generated - 1].text_end = r->text_len;
     if (why == FINISH_NONE && (r->n_generated >= r->params.max_tokens
                                || r->n_tokens >= e->max_model_len))
         why = FINISH_LENGTH;
@@ -189,10 +206,10 @@ static void on_token(struct engine *e, struct worker_request *r, int32_t tok,
     if (why != FINISH_NONE)
         finish_request(e, r, why, now);
     else if (e->backend.vocab == NULL)
-        flush_text(e, r, stop_sendable(r));
+        flush_text(e, r, stop_sendable(r), false);
     else    /* a token may end inside a UTF-8 character */
         flush_text(e, r, utf8_whole_prefix(r->text, stop_sendable(r),
-                                           r->text_sent));
+                                           r->text_sent), false);
 }
 
 static void run_step(struct engine *e)

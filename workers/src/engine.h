@@ -43,6 +43,10 @@ struct engine_event {
     uint8_t                 kind;
     uint8_t                 len;
     char                    text[ENGINE_EVENT_TEXT];
+    int32_t                 lp_upto;    /* TEXT, last piece of a flush:
+                                           logprobs of generated tokens
+                                           [0, lp_upto) are out with it;
+                                           0 on other pieces */
 };
 
 struct event_queue {

@@ -61,6 +61,10 @@ struct stream {
     const char                 *suffix;
     size_t                      suffix_len;
     struct evbuffer            *out;        /* pending SSE, or the full text */
+    bool                        lp;         /* SSE chunks carry logprobs */
+    struct evbuffer            *lp_text;    /* text of the tokens not out yet */
+    int                         lp_sent;    /* tokens whose logprobs are out */
+    int                         lp_offset;  /* text_offset of the next one */
 };
 
 struct stream_list {
@@ -209,6 +213,8 @@ static void stream_free(struct stream *st)
     stream_unwatch(st);
     if (st->out)
         evbuffer_free(st->out);
+    if (st->lp_text)
+        evbuffer_free(st->lp_text);
     free(st->prefix);
     prefix_claim_free(st->claim);
     request_free(st->wr);
@@ -243,6 +249,28 @@ static void add_owned(struct evbuffer *out, char *s, size_t len)
         evbuffer_add(out, s, len);
         free(s);
     }
+}
+
+/* With logprobs: a chunk with the text gathered so far and the logprobs of
+ * the tokens [lp_sent, upto) that make it up. */
+static void add_sse_logprobs(struct stream *st, int upto)
+{
+    size_t n = st->lp_text ? evbuffer_get_length(st->lp_text) : 0;
+    const char *text = n ? (const char *) evbuffer_pullup(st->lp_text, -1) : "";
+    size_t len = 0;
+    char *s;
+
+    if (n == 0 && upto <= st->lp_sent)
+        return;
+    s = api_render_logprob_chunk(st->kind, st->id, st->created,
+                                 st->srv->cfg.model_name, text ? text : "", n,
+                                 st->wr, st->lp_sent, upto > st->lp_sent
+                                 ? upto : st->lp_sent, &st->lp_offset, &len);
+    add_owned(st->out, s, len);
+    if (n)
+        evbuffer_drain(st->lp_text, n);
+    if (upto > st->lp_sent)
+        st->lp_sent = upto;
 }
 
 /* The worker's own time to first token, for the gateway's calibration.
@@ -281,6 +309,8 @@ static void finish_sse(struct stream *st)
     size_t len = 0;
     char *s;
 
+    if (st->lp && wr->finish != FINISH_ABORT)
+        add_sse_logprobs(st, wr->n_generated);
     s = api_render_finish_chunk(st->kind, st->id, st->created, model,
                                 wr->finish, &len);
     add_owned(st->out, s, len);
@@ -334,7 +364,17 @@ static void handle_event(struct http_server *srv, const struct engine_event *ev)
         if (st->closed)
             return;
         if (st->sse) {
-            add_sse_text(st, ev->text, ev->len);
+            if (!st->lp) {
+                add_sse_text(st, ev->text, ev->len);
+            } else {
+                if (st->lp_text == NULL)
+                    st->lp_text = evbuffer_new();
+                if (st->lp_text)
+                    evbuffer_add(st->lp_text, ev->text, ev->len);
+                if (ev->lp_upto <= st->lp_sent)
+                    return;         /* more of this piece to come */
+                add_sse_logprobs(st, ev->lp_upto);
+            }
             if (!st->dirty) {
                 st->dirty = true;
                 if (list_push(&srv->dirty, st) != 0)
@@ -453,6 +493,7 @@ static struct stream *stream_new(struct http_server *srv,
     st->kind = rq->kind;
     st->sse = rq->stream;
     st->include_usage = rq->include_usage;
+    st->lp = st->sse && api_wants_logprobs(wr);
     st->created = (long) time(NULL);
     snprintf(st->id, sizeof(st->id), "%s-%016" PRIx64,
              rq->kind == API_CHAT ? "chatcmpl" : "cmpl",

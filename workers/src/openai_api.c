@@ -738,15 +738,17 @@ static json_t *token_json(const char *text, int len, bool chat, float logprob)
     return o;
 }
 
-static json_t *logprobs_json(enum api_kind kind, const struct worker_request *r)
+/* generated tokens [from, to); *offset: text_offset of the first, advanced */
+static json_t *logprobs_json(enum api_kind kind, const struct worker_request *r,
+    int from, int to, int *offset_io)
 {
     const struct vocab *v = served_model->vocab;
     bool chat = kind == API_CHAT;
     json_t *content = json_array(), *tokens = json_array(), *values = json_array(),
            *tops = json_array(), *offsets = json_array();
-    int offset = 0;
+    int offset = *offset_io;
 
-    for (int i = 0; i < r->n_generated; i++) {
+    for (int i = from; i < to; i++) {
         const struct token_logprob *lp = &r->logprobs[i];
         int32_t prev = r->tokens[r->n_prompt + i - 1];
         int len;
@@ -777,6 +779,7 @@ static json_t *logprobs_json(enum api_kind kind, const struct worker_request *r)
         }
         offset += len;
     }
+    *offset_io = offset;
     if (chat) {
         json_decref(tokens);
         json_decref(values);
@@ -789,17 +792,46 @@ static json_t *logprobs_json(enum api_kind kind, const struct worker_request *r)
                      values, "top_logprobs", tops, "text_offset", offsets);
 }
 
+bool api_wants_logprobs(const struct worker_request *r)
+{
+    return served_model != NULL && r->logprobs != NULL && r->params.logprobs > 0;
+}
+
+char *api_render_logprob_chunk(enum api_kind kind, const char *id,
+    long created, const char *model, const char *text, size_t text_len,
+    const struct worker_request *r, int from, int to, int *offset,
+    size_t *len)
+{
+    size_t clean_len = 0;
+    char *clean = utf8_clean(text, text_len, &clean_len);
+    json_t *lp, *choice;
+
+    if (clean == NULL)
+        return NULL;
+    lp = logprobs_json(kind, r, from, to, offset);
+    if (kind == API_CHAT)
+        choice = json_pack("{s:i, s:{s:s%}, s:o, s:n}", "index", 0,
+                           "delta", "content", clean, clean_len,
+                           "logprobs", lp, "finish_reason");
+    else
+        choice = json_pack("{s:i, s:s%, s:o, s:n}", "index", 0,
+                           "text", clean, clean_len, "logprobs", lp,
+                           "finish_reason");
+    free(clean);
+    return dump_sse(chunk(kind, id, created, model, json_pack("[o]", choice)), len);
+}
+
 char *api_attach_logprobs(enum api_kind kind, char *body, size_t *len,
     const struct worker_request *r)
 {
     json_t *root, *choice, *lp;
+    int offset = 0;
 
-    if (body == NULL || served_model == NULL || r->logprobs == NULL
-        || r->params.logprobs <= 0)
+    if (body == NULL || !api_wants_logprobs(r))
         return body;
     root = json_loadb(body, *len, 0, NULL);
     choice = json_array_get(json_object_get(root, "choices"), 0);
-    lp = choice ? logprobs_json(kind, r) : NULL;
+    lp = choice ? logprobs_json(kind, r, 0, r->n_generated, &offset) : NULL;
     if (lp == NULL) {
         json_decref(root);
         return body;

@@ -65,6 +65,15 @@ char *api_render_response(enum api_kind kind, const char *id, long created,
  * otherwise.  Frees body when it returns a new one. */
 char *api_attach_logprobs(enum api_kind kind, char *body, size_t *len,
     const struct worker_request *r);
+/* Whether r's response carries logprobs (asked for, model vocabulary). */
+bool api_wants_logprobs(const struct worker_request *r);
+/* A streamed chunk with text and the logprobs of generated tokens
+ * [from, to); *offset is the completions text_offset of the first and is
+ * advanced past the last.  "data: {...}\n\n", malloc'd. */
+char *api_render_logprob_chunk(enum api_kind kind, const char *id,
+    long created, const char *model, const char *text, size_t text_len,
+    const struct worker_request *r, int from, int to, int *offset,
+    size_t *len);
 char *api_render_models(const char *model, long created, int max_model_len,
     size_t *len);
 

@@ -41,6 +41,7 @@ struct token_logprob {
     int         n_top;
     int32_t     top_token[REQ_MAX_TOP_LOGPROBS];
     float       top_logprob[REQ_MAX_TOP_LOGPROBS];
+    int         text_end;       /* engine side: r->text_len after it */
 };
 
 struct gen_params {
@@ -90,6 +91,7 @@ struct worker_request {
     int                 text_len;
     int                 text_cap;
     int                 text_sent;
+    int                 lp_sent;        /* tokens whose logprobs went out */
     int                 n_generated;
     double              first_token_at;
     double              last_token_at;

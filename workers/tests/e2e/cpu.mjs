@@ -59,6 +59,42 @@ async function streamText(base, body) {
   return text;
 }
 
+async function streamChunks(base, route, body) {
+  const res = await fetch(base + route, { method: 'POST', headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ ...body, stream: true, stream_options: { include_usage: true } }) });
+  return (await res.text()).split('\n').filter((l) => l.startsWith('data: {'))
+    .map((l) => JSON.parse(l.slice(6)));
+}
+
+// streamed logprobs, concatenated, against the non-streamed response's
+async function streamedLogprobs(base, route, body, name) {
+  const chat = route.includes('chat');
+  const plain = await post(base, route, body);
+  const chunks = await streamChunks(base, route, body);
+  const usage = chunks.find((c) => c.usage)?.usage;
+  const want = plain.json.choices?.[0]?.logprobs;
+  const n = plain.json.usage?.completion_tokens;
+  const text = (c) => (chat ? c.choices[0].delta?.content : c.choices[0].text) ?? '';
+  const got = chat ? { content: [] } : { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] };
+  let aligned = true, all = '';
+  for (const c of chunks) {
+    const lp = c.choices?.[0]?.logprobs;
+    if (!lp) continue;
+    for (const k of Object.keys(got)) got[k].push(...lp[k]);
+    const toks = chat ? lp.content.map((t) => t.token) : lp.tokens;
+    all += text(c);
+    if (!body.stop && toks.join('') !== text(c)) aligned = false;
+  }
+  const count = chat ? got.content.length : got.tokens.length;
+  check(`stories260K: streamed ${name} logprobs equal the non-streamed ones`,
+    want && JSON.stringify(got) === JSON.stringify(want), JSON.stringify(got).slice(0, 300));
+  check(`stories260K: streamed ${name} logprobs: one per completion token, with its chunk's text`,
+    count === n && usage?.completion_tokens === n && aligned
+    && all === (chat ? plain.json.choices[0].message.content : plain.json.choices[0].text),
+    `${count} entries, ${n} tokens, usage ${JSON.stringify(usage)}, aligned ${aligned}`);
+  return chunks;
+}
+
 async function stories() {
   if (!fs.existsSync(STORIES)) {
     console.log(`# SKIP stories260K: ${STORIES} is absent`);
@@ -83,6 +119,14 @@ async function stories() {
     l && l.tokens.join('') === ', there' && l.text_offset.join() === '0,1'
     && Math.abs(l.top_logprobs[0][','] - l.top_logprobs[0][' there'] - (17.7994 - 14.2813)) < 1e-3
     && Math.abs(l.token_logprobs[0] - l.top_logprobs[0][',']) < 1e-6, JSON.stringify(l));
+  const sc = await streamedLogprobs(w.base, '/v1/completions', { prompt: 'Once upon a time',
+    max_tokens: 40, temperature: 0, logprobs: 3 }, 'completion');
+  const first = sc.find((c) => c.choices?.[0]?.logprobs)?.choices[0].logprobs;
+  check('stories260K: first streamed chunk\'s top_logprobs match the known logits', first
+    && Math.abs(first.top_logprobs[0][','] - first.top_logprobs[0][' there'] - (17.7994 - 14.2813)) < 1e-3,
+    JSON.stringify(first));
+  await streamedLogprobs(w.base, '/v1/completions', { prompt: 'Once upon a time', max_tokens: 40,
+    temperature: 0, logprobs: 2, stop: ['the park'] }, 'completion (stop string)');
   const c = await post(w.base, '/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }] });
   check('stories260K: chat without a known template is a 400 naming --chat-template',
     c.status === 400 && /--chat-template/.test(c.json.error?.message), JSON.stringify(c.json));
@@ -91,6 +135,9 @@ async function stories() {
     && ids.json.choices[0].text === ' a time,', JSON.stringify(ids.json));
   const bad = await post(w.base, '/v1/completions', { prompt: [600], max_tokens: 3 });
   check('stories260K: token id beyond the vocabulary is a 400', bad.status === 400);
+  const wc = await startWorker(['--model', STORIES, '--model-name', 'stories260K', '--chat-template', 'plain']);
+  await streamedLogprobs(wc.base, '/v1/chat/completions', { messages: [{ role: 'user',
+    content: 'Once upon a time' }], max_tokens: 30, temperature: 0, logprobs: true, top_logprobs: 2 }, 'chat');
 }
 
 async function generated() {
