@@ -16,12 +16,16 @@ trap 'kill $(cat $W/logs/nginx.pid 2>/dev/null) 2>/dev/null || true; sleep 0.3; 
 
 port() { /usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 GW=$(port)
-BASE=$(( ( $(port) % 20000 ) + 30000 ))
+PEERS=$(/usr/bin/python3 -c '
+import socket
+socks = [socket.socket() for _ in range(64)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))')
 SERVERS=""; LISTENS=""
-for i in $(seq 0 63); do
-    SERVERS="$SERVERS        server 127.0.0.1:$((BASE + i));
+for p in $PEERS; do
+    SERVERS="$SERVERS        server 127.0.0.1:$p;
 "
-    LISTENS="$LISTENS        listen 127.0.0.1:$((BASE + i));
+    LISTENS="$LISTENS        listen 127.0.0.1:$p;
 "
 done
 USER_LINE=""; [ "$(id -u)" = 0 ] && USER_LINE="user root;"
