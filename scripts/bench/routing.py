@@ -243,14 +243,33 @@ def run_rung(args, gw, fleet, rate, rung_dir):
 
     procs = []
     n = len(gw.ports)
+    url = "http://127.0.0.1:%d/v1/chat/completions"
+    source = ["--workload", args.workload, "--seed", str(args.seed),
+              "--rate", "%.3f" % rate, "--duration", str(args.duration)] \
+             + args.workload_args
+    shards = [source]
+    if n > 1:
+        # several gateways: one traffic, split by session so that every
+        # client drives its share of the same users at their original times
+        trace = os.path.join(rung_dir, "trace.jsonl")
+        subprocess.run([BENCH, "--url", url % gw.ports[0], "--dump-trace", trace]
+                       + source, check=True, stdout=subprocess.DEVNULL)
+        parts = [open(os.path.join(rung_dir, "trace-%d.jsonl" % i), "w")
+                 for i in range(n)]
+        for line in open(trace):
+            rec = json.loads(line)
+            parts[int(rec.get("session") or 0) % n].write(line)
+        for f in parts:
+            f.close()
+        os.unlink(trace)
+        shards = [["--trace", os.path.join(rung_dir, "trace-%d.jsonl" % i)]
+                  for i in range(n)]
     for i, port in enumerate(gw.ports):
-        cmd = [BENCH, "--url", "http://127.0.0.1:%d/v1/chat/completions" % port,
-               "--workload", args.workload, "--seed", str(args.seed + i),
-               "--rate", "%.3f" % (rate / n), "--duration", str(args.duration),
+        cmd = [BENCH, "--url", url % port] + shards[i] + [
                "--slo-ttft", str(args.slo_ttft), "--slo-itl", str(args.slo_itl),
                "--out", os.path.join(rung_dir, "requests-%d.jsonl" % i),
                "--summary", os.path.join(rung_dir, "summary-%d.json" % i),
-               "--timeout", "120"] + args.workload_args
+               "--timeout", "120"]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                       stderr=open(os.path.join(
                                           rung_dir, "bench-%d.log" % i), "w")))
