@@ -74,7 +74,12 @@ ngx_llmd_init_upstream(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
     ngx_conf_init_value(conf->balance_rel, 3 * NGX_LLMD_WEIGHT_SCALE / 2);
     ngx_conf_init_uint_value(conf->default_max_tokens, 256);
     ngx_conf_init_uint_value(conf->policy, NGX_LLMD_POLICY_LLMD);
-    ngx_conf_init_value(conf->predict, 1);
+    /* predictions pick only where an SLO asks for them: without one, the
+     * precise affinity/load score routed better in the routing benchmark
+     * (bench/results/), and prediction stays one directive away */
+    ngx_conf_init_value(conf->predict,
+                        conf->slo_ttft != NGX_CONF_UNSET_MSEC
+                        || conf->slo_itl != NGX_CONF_UNSET_MSEC);
     ngx_conf_init_msec_value(conf->stickiness, 2000);
     ngx_conf_init_msec_value(conf->slo_ttft, 0);
     ngx_conf_init_msec_value(conf->slo_itl, 0);

@@ -79,6 +79,7 @@ redis_start();
     upstream llm {
         llmd;
         llmd_redis unix:$TEST_NGINX_REDIS_SOCK interval=50ms stale=2s allow=127.0.0.0/8;
+        llmd_predict on;
     }
 END
     is(nginx_start(http_config => $http, config => $config), '', 'nginx started');
@@ -134,7 +135,7 @@ for my $slo (0, 1) {
     upstream llm {
         llmd;
         llmd_redis unix:\$TEST_NGINX_REDIS_SOCK interval=50ms;
-        @{[ $slo ? 'llmd_slo ttft=10s itl=50ms;' : '' ]}
+        @{[ $slo ? 'llmd_slo ttft=10s itl=50ms;' : 'llmd_predict on;' ]}
     }
 END
     is(nginx_start(http_config => $http, config => $config), '', "nginx (slo=$slo)");

@@ -69,6 +69,7 @@ my $http = <<'END';
     upstream llm {
         llmd;
         llmd_redis unix:$TEST_NGINX_REDIS_SOCK interval=50ms stale=2s;
+        llmd_predict on;
     }
 END
 my $config = <<'END';

@@ -40,7 +40,8 @@ POLICIES = {
     "llmd-approx": "llmd;\nllmd_zone llm 32m;\nSERVERS",
     "llmd-precise": "llmd;\nllmd_zone llm 32m;\nllmd_redis unix:REDIS interval=50ms;\n"
                     "llmd_predict off;\nSERVERS",
-    "llmd": "llmd;\nllmd_zone llm 32m;\nllmd_redis unix:REDIS interval=50ms;\nSERVERS",
+    "llmd": "llmd;\nllmd_zone llm 32m;\nllmd_redis unix:REDIS interval=50ms;\n"
+            "llmd_predict on;\nSERVERS",
     "llm-d-ref": "llmd;\nllmd_policy llm-d;\nllmd_zone llm 32m;\nSERVERS",
     "dynamo-ref": "llmd;\nllmd_policy dynamo;\nllmd_zone llm 32m;\nSERVERS",
 }
