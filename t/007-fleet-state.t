@@ -210,6 +210,9 @@ END
 
     # --- 5. another gateway's load counts (gateways route as one)
     redis_cmd('HDEL', $HB, 'junk', 'huge', 'evil', 'future');
+    # only this record: the previous block's nginx published its own load
+    # moments ago, and counts for a couple of seconds as a live gateway
+    redis_cmd('DEL', $GW);
     my %gw = (v => 1, id => 'other-gateway', seq => 1, ts => int(time * 1000),
               peers => [{ addr => $B, n => 40, tok => 40000 }]);
     redis_cmd('HSET', $GW, 'other-gateway', $mp->pack(\%gw));
