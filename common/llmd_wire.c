@@ -52,6 +52,7 @@ static const field_t  heartbeat_fields[] = {
     U64(llmd_heartbeat_t, generation_tokens_total, "gtok"),
     U64(llmd_heartbeat_t, prefix_hit_tokens_total, "hit"),
     U32(llmd_heartbeat_t, events, "ev"),
+    STR(llmd_heartbeat_t, kv_addr, "kv"),
     { NULL, T_STR, 0, 0 }
 };
 

@@ -73,6 +73,8 @@ typedef struct {
     uint64_t    generation_tokens_total;
     uint64_t    prefix_hit_tokens_total;
     uint32_t    events;                         /* 1: publishes cache events */
+    char        kv_addr[LLMD_WIRE_ADDR_MAX];    /* prefill role: host:port of
+                                                   its KV transfer listener */
 } llmd_heartbeat_t;
 
 typedef enum {
