@@ -46,6 +46,14 @@ const char config_usage[] =
 "  --seed N                 default sampling seed (0)\n"
 "  --priority-aging SECONDS waiting time worth one priority level (1)\n"
 "  --max-body-bytes N       largest request body accepted (1048576)\n"
+"  --device N               cuda backend: GPU ordinal (0)\n"
+"disaggregated prefill/decode:\n"
+"  --kv-listen HOST:PORT    prefill role: KV transfer listener (the listen\n"
+"                           host, a free port; advertised in the heartbeat)\n"
+"  --pd-failure recompute|fail  decode side, when a transfer fails (recompute)\n"
+"  --pd-timeout-ms N        deadline of one KV transfer (10000)\n"
+"  --pd-lease-ms N          prefill side: pages held for a decode worker at\n"
+"                           most this long (10000)\n"
 "  --help                   this text\n"
 "model tools: llmd-worker mkmodel|logits|bench --help\n";
 
@@ -69,6 +77,9 @@ void config_defaults(struct worker_config *cfg)
     cfg->speed = 1.0;
     cfg->priority_aging = 1.0;
     cfg->max_body_bytes = 1 << 20;
+    cfg->pd_recompute = 1;
+    cfg->pd_timeout_ms = 10000;
+    cfg->pd_lease_ms = 10000;
 }
 
 static enum config_result fail(char *err, size_t len, const char *fmt, ...)
@@ -129,7 +140,8 @@ enum {
     OPT_REDIS, OPT_KV_BLOCKS, OPT_BLOCK_TOKENS, OPT_MAX_BATCH,
     OPT_MAX_BATCH_TOKENS, OPT_MAX_MODEL_LEN, OPT_SIM_PROFILE, OPT_SPEED,
     OPT_SEED, OPT_AGING, OPT_MAX_BODY, OPT_REDIS_PREFIX, OPT_POOL,
-    OPT_WORKER_ID, OPT_ADVERTISE, OPT_HEARTBEAT_MS, OPT_PREFIX_BLOCK, OPT_HELP
+    OPT_WORKER_ID, OPT_ADVERTISE, OPT_HEARTBEAT_MS, OPT_PREFIX_BLOCK, OPT_HELP,
+    OPT_DEVICE, OPT_KV_LISTEN, OPT_PD_FAILURE, OPT_PD_TIMEOUT, OPT_PD_LEASE
 };
 
 /* the real backends' flags */
@@ -160,6 +172,11 @@ static const struct option options[] = {
     { "advertise",        required_argument, NULL, OPT_ADVERTISE },
     { "heartbeat-ms",     required_argument, NULL, OPT_HEARTBEAT_MS },
     { "prefix-block",     required_argument, NULL, OPT_PREFIX_BLOCK },
+    { "device",           required_argument, NULL, OPT_DEVICE },
+    { "kv-listen",        required_argument, NULL, OPT_KV_LISTEN },
+    { "pd-failure",       required_argument, NULL, OPT_PD_FAILURE },
+    { "pd-timeout-ms",    required_argument, NULL, OPT_PD_TIMEOUT },
+    { "pd-lease-ms",      required_argument, NULL, OPT_PD_LEASE },
     { "help",             no_argument,       NULL, OPT_HELP },
     { NULL, 0, NULL, 0 }
 };
@@ -292,6 +309,34 @@ static enum config_result apply(struct worker_config *cfg, int opt,
             return fail(err, len, "--max-body-bytes: expected 1024..1073741824, got '%s'", v);
         cfg->max_body_bytes = (size_t) n;
         return CONFIG_OK;
+    case OPT_DEVICE:
+        if (parse_long(v, 0, 1023, &n) != 0)
+            return fail(err, len, "--device: expected 0..1023, got '%s'", v);
+        cfg->device = (int) n;
+        return CONFIG_OK;
+    case OPT_KV_LISTEN: {
+        struct worker_config tmp;
+        if (parse_listen(&tmp, v) != 0)
+            return fail(err, len, "--kv-listen: expected HOST:PORT, got '%s'", v);
+        strcpy(cfg->kv_listen_host, tmp.listen_host);
+        cfg->kv_listen_port = tmp.listen_port;
+        return CONFIG_OK;
+    }
+    case OPT_PD_FAILURE:
+        if (strcmp(v, "recompute") != 0 && strcmp(v, "fail") != 0)
+            return fail(err, len, "--pd-failure: expected recompute or fail, "
+                        "got '%s'", v);
+        cfg->pd_recompute = strcmp(v, "recompute") == 0;
+        return CONFIG_OK;
+    case OPT_PD_TIMEOUT:
+    case OPT_PD_LEASE:
+        if (parse_long(v, 10, 3600000, &n) != 0)
+            return fail(err, len, "--%s: expected 10..3600000, got '%s'", name, v);
+        if (opt == OPT_PD_TIMEOUT)
+            cfg->pd_timeout_ms = (int) n;
+        else
+            cfg->pd_lease_ms = (int) n;
+        return CONFIG_OK;
     case OPT_SPEED:
     case OPT_AGING:
         errno = 0;
@@ -337,9 +382,13 @@ enum config_result config_parse(struct worker_config *cfg, int argc,
     if (cfg->max_batch_tokens < cfg->max_batch)
         return fail(err, len, "--max-batch-tokens (%d) must be at least "
                     "--max-batch (%d)", cfg->max_batch_tokens, cfg->max_batch);
+#ifndef LLMD_HAVE_CUDA
     if (strcmp(cfg->backend, "cuda") == 0)
         return fail(err, len, "--backend cuda is not available in this build "
-                    "yet (sim, cpu)");
+                    "(built without nvcc; sim, cpu)");
+#endif
+    if (cfg->kv_listen_host[0] == '\0')
+        strcpy(cfg->kv_listen_host, cfg->listen_host);
     if (strcmp(cfg->backend, "cpu") == 0 && cfg->model_path[0] == '\0')
         return fail(err, len, "--backend cpu needs --model FILE.gguf");
     return CONFIG_OK;

@@ -36,6 +36,13 @@ struct worker_config {
     int         max_model_len;          /* 0: the model's own */
     double      priority_aging;         /* seconds per priority level */
     size_t      max_body_bytes;
+    int         device;                 /* cuda backend: GPU ordinal */
+    /* disaggregated prefill/decode (src/pd/) */
+    char        kv_listen_host[CONFIG_STR_MAX];   /* prefill: KV listener */
+    int         kv_listen_port;         /* 0: the kernel picks one */
+    int         pd_recompute;           /* 1: recompute locally on failure */
+    int         pd_timeout_ms;          /* deadline of one transfer */
+    int         pd_lease_ms;            /* prefill side: pages held at most */
 };
 
 enum config_result {
