@@ -53,7 +53,18 @@ struct backend {
     void                       *state;     /* backend private */
     /* the model's own tokenizer; NULL: the byte-level one (tokenizer.h) */
     const struct vocab         *vocab;
+    /* set by the engine for steps whose KV is streamed to another worker:
+     * called after each layer's K and V of the whole batch are written, so
+     * the transfer of layer l overlaps the compute of layer l + 1 */
+    void                      (*layer_done)(void *arg, int layer);
+    void                       *layer_arg;
 };
+
+static inline void backend_layer_done(const struct backend *b, int layer)
+{
+    if (b->layer_done)
+        b->layer_done(b->layer_arg, layer);
+}
 
 /* The backend called `name`, or NULL if this build has none by that name. */
 const struct backend_ops *backend_find(const char *name);

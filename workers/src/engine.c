@@ -10,6 +10,8 @@
 
 #include "clock.h"
 #include "model_text.h"
+#include "pd/pd_decode.h"
+#include "pd/pd_prefill.h"
 #include "stop_strings.h"
 
 /* ------------------------------------------------------------------------ */
@@ -77,6 +79,13 @@ static void finish_request(struct engine *e, struct worker_request *r,
     int kind = why == FINISH_STOP ? SUCCESS_STOP
                : why == FINISH_LENGTH ? SUCCESS_LENGTH : SUCCESS_ABORT;
 
+    if (r->pd_src != NULL) {
+        /* pages pushed to a decode worker: the transfer frees them */
+        sched_detach(&e->sched, r);
+        r->finish = why;
+        pd_source_end(r->pd_src, r, why != FINISH_ABORT);
+        return;
+    }
     if (r->state == REQ_WAITING || r->state == REQ_RUNNING)
         sched_finish(&e->sched, r, why);
     r->state = REQ_FINISHED;
@@ -153,9 +162,20 @@ static void process_cancels(struct engine *e, double now)
         atomic_fetch_add(&e->cancels_pending, 1);    /* retry next step */
         return;
     }
-    for (int i = 0; i < s->n_running; i++)
-        if (atomic_load(&s->running[i]->cancel_requested))
-            gone[found++] = s->running[i];
+    for (int i = 0; i < s->n_running; i++) {
+        struct worker_request *r = s->running[i];
+        if (!atomic_load(&r->cancel_requested))
+            continue;
+        if (r->pd_state == PD_WAITING) {
+            /* the prefill worker may still be writing its pages: they are
+             * freed once the transfer has ended */
+            if (!r->pd_abort_sent && e->pd_client)
+                pd_client_abort(e->pd_client, r);
+            r->pd_abort_sent = true;
+            continue;
+        }
+        gone[found++] = r;
+    }
     for (int i = 0; i < s->n_waiting; i++)
         if (atomic_load(&s->waiting[i]->cancel_requested))
             gone[found++] = s->waiting[i];
@@ -170,6 +190,13 @@ static void on_token(struct engine *e, struct worker_request *r, int32_t tok,
     struct worker_metrics *m = e->metrics;
     enum finish_reason why = FINISH_NONE;
 
+    if (r->pd_src != NULL) {
+        /* the prompt's KV is computed and pushed; the decode worker samples
+         * its own first token */
+        (void) tok;
+        finish_request(e, r, FINISH_LENGTH, now);
+        return;
+    }
     r->tokens[r->n_tokens++] = tok;
     r->n_generated++;
     counter_add(&m->generation_tokens, 1);
@@ -212,14 +239,57 @@ static void on_token(struct engine *e, struct worker_request *r, int32_t tok,
                                            r->text_sent), false);
 }
 
-static void run_step(struct engine *e)
+/* the backend finished layer `layer` of the current batch */
+static void on_layer_done(void *arg, int layer)
+{
+    struct engine *e = arg;
+    const struct batch *b = e->cur_batch;
+
+    e->layer_seen = true;
+    for (int i = 0; i < b->n; i++) {
+        struct worker_request *r = b->items[i].req;
+        if (r->pd_src)
+            pd_source_layer(r->pd_src, r, layer, b->items[i].start,
+                            b->items[i].n_tokens);
+    }
+}
+
+/* Starts the transfers the plan admitted; before the forward pass, sends
+ * the pages a prefill-side request found in this worker's cache. */
+static bool pd_before_forward(struct engine *e, const struct batch *b)
+{
+    bool streams = false;
+
+    for (int i = 0; i < e->sched.n_pd_new; i++) {
+        struct worker_request *r = e->sched.pd_new[i];
+        if (e->pd_client) {
+            pd_client_start(e->pd_client, r);
+        } else {
+            r->error = "this worker has no KV transfer client";
+            engine_pd_landed(e, r);
+        }
+    }
+    for (int i = 0; i < b->n; i++) {
+        struct worker_request *r = b->items[i].req;
+        if (r->pd_src == NULL)
+            continue;
+        streams = true;
+        if (b->items[i].start == r->prefix_hit_tokens)
+            pd_source_begin(r->pd_src, r, r->prefix_hit_tokens);
+    }
+    return streams;
+}
+
+static bool run_step(struct engine *e)
 {
     struct batch b;
     double now;
+    bool streams;
 
     sched_plan(&e->sched, &b);
+    streams = pd_before_forward(e, &b);
     if (b.n == 0)
-        return;
+        return e->sched.n_pd_new > 0;
     now = now_seconds();
     for (int i = 0; i < b.n; i++) {
         struct worker_request *r = b.items[i].req;
@@ -230,7 +300,20 @@ static void run_step(struct engine *e)
             histogram_observe(&e->metrics->queue_time, now - r->arrival);
         }
     }
+    if (streams) {
+        e->cur_batch = &b;
+        e->layer_seen = false;
+        e->backend.layer_done = on_layer_done;
+        e->backend.layer_arg = e;
+    }
     e->backend.ops->forward(&e->backend, &b, e->next_tokens);
+    if (streams) {
+        /* a backend without the hook: every layer is done now */
+        for (int l = 0; !e->layer_seen && l < e->kv.geo.num_layers; l++)
+            on_layer_done(e, l);
+        e->backend.layer_done = NULL;
+        e->cur_batch = NULL;
+    }
     sched_commit(&e->sched, &b);
     engine_stats_step(&e->stats, b.n_decode, b.n_prefill_tokens,
                       now_seconds() - now);
@@ -238,6 +321,62 @@ static void run_step(struct engine *e)
     for (int i = 0; i < b.n; i++)
         if (b.items[i].sample)
             on_token(e, b.items[i].req, e->next_tokens[i], now);
+    return true;
+}
+
+/* Transfers that ended: decode here, recompute here, or fail. */
+static void pd_apply_landed(struct engine *e, struct worker_request *list,
+    double now)
+{
+    while (list) {
+        struct worker_request *r = list;
+
+        list = r->next;
+        r->next = NULL;
+        pd_client_forget(r);
+        if (r->pd_ok) {
+            counter_add(&e->metrics->pd_landed, 1);
+            counter_add(&e->metrics->pd_bytes_in, r->pd_bytes);
+            counter_add(&e->metrics->pd_bytes_early, r->pd_bytes_early);
+            histogram_observe(&e->metrics->pd_exposed, r->pd_exposed);
+            if (atomic_load(&r->cancel_requested))
+                finish_request(e, r, FINISH_ABORT, now);
+            else
+                sched_pd_landed(&e->sched, r, r->n_tokens - 1);
+            continue;
+        }
+        r->pd_state = PD_LOCAL;
+        if (atomic_load(&r->cancel_requested)) {
+            finish_request(e, r, FINISH_ABORT, now);
+        } else if (e->cfg.pd_recompute) {
+            /* its pages are allocated: prefill it here from its own
+             * cached prefix on */
+            counter_add(&e->metrics->pd_recomputed, 1);
+            fprintf(stderr, "llmd-worker: kv transfer %016llx from %s failed "
+                    "(%s); prefilling locally\n", (unsigned long long) r->pd_xfer,
+                    r->pd_peer, r->error ? r->error : "?");
+            r->error = NULL;
+        } else {
+            counter_add(&e->metrics->pd_failed, 1);
+            fprintf(stderr, "llmd-worker: kv transfer %016llx from %s failed "
+                    "(%s); failing the request (--pd-failure fail)\n",
+                    (unsigned long long) r->pd_xfer, r->pd_peer,
+                    r->error ? r->error : "?");
+            finish_request(e, r, FINISH_ABORT, now);
+        }
+    }
+}
+
+/* Pages a decode worker has received (or will never get): free them. */
+static void pd_apply_released(struct engine *e, struct worker_request *list)
+{
+    while (list) {
+        struct worker_request *r = list;
+
+        list = r->next;
+        sched_release(&e->sched, r);
+        request_free(r);
+    }
 }
 
 static void update_gauges(struct engine *e)
@@ -264,14 +403,16 @@ static void *engine_main(void *arg)
 
     atomic_store(&e->alive, true);
     for (;;) {
-        struct worker_request *incoming;
+        struct worker_request *incoming, *landed, *released;
         int cancels;
         double now;
 
         pthread_mutex_lock(&e->in_lock);
+        /* requests waiting only for their KV do not keep it busy */
         while (!e->stopping && e->inbox_head == NULL
                && atomic_load(&e->cancels_pending) == 0
-               && sched_idle(&e->sched))
+               && e->pd_landed == NULL && e->pd_released == NULL
+               && (sched_idle(&e->sched) || !e->progressed))
             pthread_cond_wait(&e->in_wake, &e->in_lock);
         if (e->stopping) {
             pthread_mutex_unlock(&e->in_lock);
@@ -279,14 +420,19 @@ static void *engine_main(void *arg)
         }
         incoming = e->inbox_head;
         e->inbox_head = e->inbox_tail = NULL;
+        landed = e->pd_landed;
+        released = e->pd_released;
+        e->pd_landed = e->pd_released = NULL;
         pthread_mutex_unlock(&e->in_lock);
 
         now = now_seconds();
         cancels = atomic_exchange(&e->cancels_pending, 0);
+        pd_apply_released(e, released);
         admit_new(e, incoming, now);
+        pd_apply_landed(e, landed, now);
         if (cancels)
             process_cancels(e, now);
-        run_step(e);
+        e->progressed = run_step(e);
         update_gauges(e);
         publish_events(e);
     }
@@ -414,6 +560,26 @@ void engine_submit(struct engine *e, struct worker_request *r)
     e->inbox_tail = r;
     pthread_cond_signal(&e->in_wake);
     pthread_mutex_unlock(&e->in_lock);
+}
+
+static void push_locked(struct engine *e, struct worker_request **list,
+    struct worker_request *r)
+{
+    pthread_mutex_lock(&e->in_lock);
+    r->next = *list;
+    *list = r;
+    pthread_cond_signal(&e->in_wake);
+    pthread_mutex_unlock(&e->in_lock);
+}
+
+void engine_pd_landed(struct engine *e, struct worker_request *r)
+{
+    push_locked(e, &e->pd_landed, r);
+}
+
+void engine_pd_release(struct engine *e, struct worker_request *r)
+{
+    push_locked(e, &e->pd_released, r);
 }
 
 void engine_cancel(struct engine *e, struct worker_request *r)

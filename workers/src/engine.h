@@ -29,6 +29,9 @@
 #include "request.h"
 #include "scheduler.h"
 
+struct pd_server;
+struct pd_client;
+
 enum engine_event_kind {
     ENGINE_TEXT = 1,    /* text[0..len) follows what was sent before */
     ENGINE_FINISH,      /* req->finish says why; usage is in req */
@@ -82,6 +85,15 @@ struct engine {
     void                       *notify_arg;
 
     int32_t                    *next_tokens;
+
+    /* disaggregated prefill/decode (src/pd/) */
+    struct pd_server           *pd_server;  /* prefill side, or NULL */
+    struct pd_client           *pd_client;  /* decode side, or NULL */
+    struct worker_request      *pd_landed;  /* transfers ended (in_lock) */
+    struct worker_request      *pd_released;/* pushed pages to free (in_lock) */
+    const struct batch         *cur_batch;  /* during forward() */
+    bool                        layer_seen; /* the backend called layer_done */
+    bool                        progressed; /* the last step did something */
 };
 
 /* Creates the backend, KV cache and scheduler; err gets a one-line reason. */
@@ -96,6 +108,13 @@ void engine_destroy(struct engine *e);
 void engine_set_kv_listener(struct engine *e, kv_event_fn fn, void *arg);
 
 void engine_submit(struct engine *e, struct worker_request *r);
+
+/* From the transfer threads.  landed: the remote prefill of r ended, with
+ * r->pd_state PD_LANDED (the pages are in) or not (r->error says why).
+ * release: the pages of prefill-side request r are no longer read; the
+ * engine frees them and r. */
+void engine_pd_landed(struct engine *e, struct worker_request *r);
+void engine_pd_release(struct engine *e, struct worker_request *r);
 void engine_cancel(struct engine *e, struct worker_request *r);
 
 /* Swap the outbox with *q (whose events the caller has consumed). */

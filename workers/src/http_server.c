@@ -38,6 +38,7 @@
 
 #include "clock.h"
 #include "openai_api.h"
+#include "pd/pd_decode.h"
 #include "publisher.h"
 
 struct stream {
@@ -332,8 +333,13 @@ static void finish_plain(struct stream *st)
 
     if (wr->finish == FINISH_ABORT) {
         struct api_error err;
-        api_error_set(&err, 503, "server_error", NULL, NULL,
-                      "the request was aborted by the worker");
+        if (wr->error)
+            api_error_set(&err, 502, "server_error", NULL, "kv_transfer_failed",
+                          "the KV transfer from the prefill worker failed: %s",
+                          wr->error);
+        else
+            api_error_set(&err, 503, "server_error", NULL, NULL,
+                          "the request was aborted by the worker");
         send_error(st->req, &err);
         return;
     }
@@ -398,7 +404,7 @@ static void handle_event(struct http_server *srv, const struct engine_event *ev)
         stream_free(st);
         return;
     }
-    if (!st->sse) {
+    if (!st->sse || (!st->started && st->wr->error != NULL)) {
         finish_plain(st);
         stream_free(st);
         return;
@@ -555,6 +561,20 @@ static void handle_generate(struct http_server *srv, struct evhttp_request *req,
         goto oom;
     wr->id = ++srv->next_id;
     wr->arrival = now_seconds();
+    {
+        /* the gateway chose a prefill worker for this request */
+        struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+        if (pd_parse_headers(evhttp_find_header(h, "X-LLMD-Prefill-Peer"),
+                             evhttp_find_header(h, "X-LLMD-Transfer-Id"),
+                             wr) != 0) {
+            request_free(wr);
+            api_error_set(&err, 400, "invalid_request_error",
+                          "X-LLMD-Prefill-Peer", NULL, "X-LLMD-Prefill-Peer "
+                          "must be HOST:PORT and X-LLMD-Transfer-Id 1 to 16 "
+                          "hex digits");
+            goto fail;
+        }
+    }
     st = stream_new(srv, req, &rq, wr);
     if (st == NULL) {
         request_free(wr);

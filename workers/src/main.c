@@ -16,6 +16,8 @@
 #include "model_gen.h"
 #include "model_logits.h"
 #include "model_prompt.h"
+#include "pd/pd_decode.h"
+#include "pd/pd_prefill.h"
 
 int main(int argc, char **argv)
 {
@@ -49,6 +51,20 @@ int main(int argc, char **argv)
         fprintf(stderr, "llmd-worker: %s\n", err);
         return 2;
     }
+    /* disaggregation: prefill workers listen for decode workers; the
+     * others connect to the prefill worker a gateway names */
+    if (strcmp(cfg.role, "prefill") == 0 || cfg.kv_listen_port != 0) {
+        if (pd_server_start(&engine.pd_server, &engine, &cfg, err,
+                            sizeof(err)) != 0) {
+            fprintf(stderr, "llmd-worker: %s\n", err);
+            engine_destroy(&engine);
+            return 2;
+        }
+        fprintf(stderr, "llmd-worker: KV transfer listener on %s\n",
+                pd_server_addr(engine.pd_server));
+    }
+    if (strcmp(cfg.role, "prefill") != 0)
+        engine.pd_client = pd_client_new(&engine, &cfg);
     if (engine.backend.vocab != NULL) {
         /* a real model: its tokenizer and chat format shape the prompts */
         static struct model_prompt prompt;

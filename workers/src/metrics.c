@@ -16,6 +16,10 @@ static const double itl_bounds[] = {
     0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0,
     2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0
 };
+static const double transfer_bounds[] = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0
+};
 static const double request_bounds[] = {
     0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0,
     50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0
@@ -49,6 +53,10 @@ void metrics_init(struct worker_metrics *m, uint64_t kv_blocks, int block_tokens
     hist_init(&m->queue_time, "vllm:request_queue_time_seconds",
               "Histogram of time spent waiting before the first schedule, in seconds.",
               request_bounds, NBOUNDS(request_bounds));
+    hist_init(&m->pd_exposed, "llmd:kv_transfer_exposed_seconds",
+              "Remote prefill: from the prefill worker's last layer to the "
+              "decode worker being able to schedule the request.",
+              transfer_bounds, NBOUNDS(transfer_bounds));
 }
 
 void histogram_observe(struct histogram *h, double seconds)
@@ -167,6 +175,32 @@ char *metrics_render(struct worker_metrics *m, const char *model_name,
         fprintf(f, "vllm:request_success_total{%s,finished_reason=\"%s\"} %llu\n",
                 label, reasons[i], (unsigned long long) load(&m->success[i]));
 
+    fprintf(f, "# HELP llmd:kv_transfers_total Remote prefills, by how they "
+               "ended on this decode worker.\n# TYPE llmd:kv_transfers_total counter\n"
+               "llmd:kv_transfers_total{%s,outcome=\"landed\"} %llu\n"
+               "llmd:kv_transfers_total{%s,outcome=\"recomputed\"} %llu\n"
+               "llmd:kv_transfers_total{%s,outcome=\"failed\"} %llu\n",
+            label, (unsigned long long) load(&m->pd_landed),
+            label, (unsigned long long) load(&m->pd_recomputed),
+            label, (unsigned long long) load(&m->pd_failed));
+    fprintf(f, "# HELP llmd:kv_transfers_served_total Prefills computed here "
+               "for a decode worker, by outcome.\n"
+               "# TYPE llmd:kv_transfers_served_total counter\n"
+               "llmd:kv_transfers_served_total{%s,outcome=\"done\"} %llu\n"
+               "llmd:kv_transfers_served_total{%s,outcome=\"failed\"} %llu\n",
+            label, (unsigned long long) load(&m->pd_served),
+            label, (unsigned long long) load(&m->pd_served_failed));
+    fprintf(f, "# HELP llmd:kv_transfer_bytes_total KV page bytes moved.\n"
+               "# TYPE llmd:kv_transfer_bytes_total counter\n"
+               "llmd:kv_transfer_bytes_total{%s,direction=\"sent\"} %llu\n"
+               "llmd:kv_transfer_bytes_total{%s,direction=\"received\"} %llu\n",
+            label, (unsigned long long) load(&m->pd_bytes_out),
+            label, (unsigned long long) load(&m->pd_bytes_in));
+    render_scalar(f, "llmd:kv_transfer_early_bytes_total", "counter",
+                  "Received KV bytes that the prefill worker sent before its "
+                  "last layer was computed (streamed behind the compute).",
+                  label, (double) load(&m->pd_bytes_early));
+    render_histogram(f, &m->pd_exposed, label);
     render_histogram(f, &m->ttft, label);
     render_histogram(f, &m->itl, label);
     render_histogram(f, &m->e2e, label);

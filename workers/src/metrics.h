@@ -40,6 +40,18 @@ struct worker_metrics {
     atomic_uint_fast64_t preemptions;
     atomic_uint_fast64_t success[SUCCESS_KINDS];
 
+    /* disaggregated prefill/decode; engine thread unless noted */
+    atomic_uint_fast64_t pd_landed;         /* decode: KV arrived */
+    atomic_uint_fast64_t pd_recomputed;     /* decode: failed, prefilled here */
+    atomic_uint_fast64_t pd_failed;         /* decode: failed the request */
+    atomic_uint_fast64_t pd_bytes_in;       /* decode: payload received */
+    atomic_uint_fast64_t pd_bytes_early;    /* of which sent before the
+                                               prefill's last layer ended */
+    atomic_uint_fast64_t pd_served;         /* prefill (threads): pushed */
+    atomic_uint_fast64_t pd_served_failed;  /* prefill (threads) */
+    atomic_uint_fast64_t pd_bytes_out;      /* prefill (threads) */
+    struct histogram     pd_exposed;        /* decode: last layer -> ready */
+
     struct histogram     ttft;
     struct histogram     itl;
     struct histogram     e2e;

@@ -10,6 +10,7 @@
  */
 
 #include "publisher.h"
+#include "pd/pd_prefill.h"
 
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
@@ -627,6 +628,9 @@ struct publisher *publisher_new(struct event_base *base,
              cfg->redis_prefix, cfg->pool, hb->id);
     snprintf(hb->pool, sizeof(hb->pool), "%s", cfg->pool);
     snprintf(hb->model, sizeof(hb->model), "%s", cfg->model_name);
+    if (p->engine->pd_server)
+        snprintf(hb->kv_addr, sizeof(hb->kv_addr), "%s",
+                 pd_server_addr(p->engine->pd_server));
     hb->role = strcmp(cfg->role, "prefill") == 0 ? LLMD_ROLE_PREFILL
                : strcmp(cfg->role, "decode") == 0 ? LLMD_ROLE_DECODE
                : LLMD_ROLE_BOTH;

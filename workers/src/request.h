@@ -34,6 +34,16 @@ enum req_state {
 
 #define REQ_MAX_TOP_LOGPROBS 20
 
+enum pd_req_state {
+    PD_LOCAL = 0,       /* prefilled here (the default) */
+    PD_PENDING,         /* to be prefilled remotely, not admitted yet */
+    PD_WAITING,         /* admitted: pages allocated, KV on its way */
+    PD_LANDED           /* the KV arrived; decoding here */
+};
+
+struct pd_source;
+struct pd_xfer;
+
 /* one generated token's log-probability and the most likely alternatives */
 struct token_logprob {
     int32_t     token;
@@ -95,6 +105,22 @@ struct worker_request {
     int                 n_generated;
     double              first_token_at;
     double              last_token_at;
+
+    /* ---- disaggregated prefill/decode (src/pd/) ---- */
+    /* decode side, set by the HTTP thread: prefill on this peer's KV
+     * listener ("" = locally) under the gateway's transfer id */
+    char                pd_peer[64];
+    uint64_t            pd_xfer;
+    enum pd_req_state   pd_state;
+    bool                pd_abort_sent;  /* engine side */
+    bool                pd_ok;          /* set before engine_pd_landed() */
+    const char         *error;          /* why the engine aborted it; static */
+    double              pd_exposed;     /* landed: last layer -> landed, s */
+    uint64_t            pd_bytes;       /* landed: payload received */
+    uint64_t            pd_bytes_early; /* of which sent before the end */
+    struct pd_xfer     *pd_dst;         /* decode side: its transfer */
+    /* prefill side: the transfer this request computes KV for */
+    struct pd_source   *pd_src;
 };
 
 /* Allocates a request with room for n_prompt + max_tokens tokens; the

@@ -99,7 +99,8 @@ int sched_init(struct scheduler *s, const struct sched_config *cfg,
     s->running = calloc((size_t) cfg->max_batch, sizeof(*s->running));
     s->order = calloc((size_t) cfg->max_batch, sizeof(*s->order));
     s->items = calloc((size_t) cfg->max_batch, sizeof(*s->items));
-    if (!s->running || !s->order || !s->items) {
+    s->pd_new = calloc((size_t) cfg->max_batch, sizeof(*s->pd_new));
+    if (!s->running || !s->order || !s->items || !s->pd_new) {
         sched_destroy(s);
         return -1;
     }
@@ -112,6 +113,7 @@ void sched_destroy(struct scheduler *s)
     free(s->running);
     free(s->order);
     free(s->items);
+    free(s->pd_new);
     memset(s, 0, sizeof(*s));
 }
 
@@ -178,7 +180,9 @@ static struct worker_request *pick_victim(struct scheduler *s,
 
     for (int i = 0; i < s->n_running; i++) {
         struct worker_request *c = s->running[i];
-        if (c == r || c->planned_step == s->step)
+        /* pages in flight to or from another worker cannot move */
+        if (c == r || c->planned_step == s->step
+            || c->pd_state == PD_WAITING || c->pd_src != NULL)
             continue;
         if (victim == NULL || more_urgent(victim, c))
             victim = c;
@@ -249,6 +253,7 @@ static bool admit_one(struct scheduler *s, struct batch *b, int *budget)
     struct worker_request *r = s->waiting[0];
     int bt = s->kv->geo.block_tokens;
     int matched, n, need;
+    bool whole;
 
     matched = kv_match_prefix(s->kv, r->tokens, r->n_tokens, r->block_hashes,
                               r->blocks);
@@ -259,10 +264,18 @@ static bool admit_one(struct scheduler *s, struct batch *b, int *budget)
     r->n_blocks = r->n_committed = matched;
     r->num_computed = matched * bt;
 
+    /* a remote prefill whose prompt is cached here but for its last token
+     * needs no transfer: the cached pages are never sent again */
+    if (r->pd_state == PD_PENDING && r->n_tokens - 1 <= r->num_computed)
+        r->pd_state = PD_LOCAL;
+    /* pages that another worker writes, or that are pushed to one, are
+     * allocated whole at admission: they can then never be preempted */
+    whole = r->pd_state == PD_PENDING || r->pd_src != NULL;
+
     n = r->n_tokens - r->num_computed;
     if (n > *budget)
         n = *budget;
-    need = (r->num_computed + n + bt - 1) / bt - matched;
+    need = ((whole ? r->n_tokens : r->num_computed + n) + bt - 1) / bt - matched;
     if (need > kv_available(s->kv)) {
         release_blocks(s, r);
         return false;
@@ -276,6 +289,13 @@ static bool admit_one(struct scheduler *s, struct batch *b, int *budget)
     s->prefix_queries += (uint64_t) r->n_tokens;
     s->prefix_hits += (uint64_t) r->num_computed;
     r->prefix_hit_tokens = r->num_computed;
+    if (r->pd_state == PD_PENDING) {
+        /* its KV comes from a prefill worker: nothing to compute yet */
+        r->pd_state = PD_WAITING;
+        r->planned_step = s->step;
+        s->pd_new[s->n_pd_new++] = r;
+        return true;
+    }
     add_item(s, b, r, n);
     *budget -= n;
     return true;
@@ -290,6 +310,7 @@ void sched_plan(struct scheduler *s, struct batch *b)
     s->step++;
     memset(b, 0, sizeof(*b));
     b->items = s->items;
+    s->n_pd_new = 0;
 
     sort_by_urgency(s);
     n_order = s->n_running;
@@ -301,7 +322,8 @@ void sched_plan(struct scheduler *s, struct batch *b)
             int remaining = r->n_tokens - r->num_computed;
             int n;
 
-            if (r->state != REQ_RUNNING || r->planned_step == s->step)
+            if (r->state != REQ_RUNNING || r->planned_step == s->step
+                || r->pd_state == PD_WAITING)
                 continue;
             if ((pass == 0) != (remaining == 1))
                 continue;
@@ -321,24 +343,50 @@ void sched_plan(struct scheduler *s, struct batch *b)
     }
 }
 
-void sched_commit(struct scheduler *s, const struct batch *b)
+/* register the blocks of r that became full */
+static void commit_full_blocks(struct scheduler *s, struct worker_request *r)
 {
     int bt = s->kv->geo.block_tokens;
+    int full = r->num_computed / bt;
 
+    for (int k = r->n_committed; k < full; k++) {
+        uint64_t parent = k ? r->block_hashes[k - 1] : KV_HASH_SEED;
+        const int32_t *toks = r->tokens + (size_t) k * bt;
+
+        r->block_hashes[k] = kv_block_hash(parent, toks, bt);
+        kv_commit(s->kv, r->blocks[k], r->block_hashes[k], parent, toks);
+    }
+    if (full > r->n_committed)
+        r->n_committed = full;
+}
+
+void sched_commit(struct scheduler *s, const struct batch *b)
+{
     for (int i = 0; i < b->n; i++) {
         struct worker_request *r = b->items[i].req;
-        int full;
 
         r->num_computed += b->items[i].n_tokens;
-        full = r->num_computed / bt;
-        for (int k = r->n_committed; k < full; k++) {
-            uint64_t parent = k ? r->block_hashes[k - 1] : KV_HASH_SEED;
-            const int32_t *toks = r->tokens + (size_t) k * bt;
-
-            r->block_hashes[k] = kv_block_hash(parent, toks, bt);
-            kv_commit(s->kv, r->blocks[k], r->block_hashes[k], parent, toks);
-        }
-        if (full > r->n_committed)
-            r->n_committed = full;
+        commit_full_blocks(s, r);
     }
+}
+
+void sched_pd_landed(struct scheduler *s, struct worker_request *r, int upto)
+{
+    r->num_computed = upto;
+    r->pd_state = PD_LANDED;
+    commit_full_blocks(s, r);
+}
+
+void sched_detach(struct scheduler *s, struct worker_request *r)
+{
+    if (r->state == REQ_WAITING)
+        heap_remove(s, r);
+    else if (r->state == REQ_RUNNING)
+        running_remove(s, r);
+    r->state = REQ_FINISHED;
+}
+
+void sched_release(struct scheduler *s, struct worker_request *r)
+{
+    release_blocks(s, r);
 }

@@ -72,6 +72,10 @@ struct scheduler {
     int                     n_running;
     struct worker_request **order;          /* scratch: running by urgency */
     struct batch_item      *items;          /* storage behind the batch */
+    /* admitted by the last plan to be prefilled on another worker: the
+     * engine starts their transfers */
+    struct worker_request **pd_new;
+    int                     n_pd_new;
 
     uint64_t                preemptions;
     uint64_t                prefix_queries; /* prompt tokens looked up */
@@ -95,6 +99,14 @@ void sched_commit(struct scheduler *s, const struct batch *b);
 /* Remove a request from whichever queue holds it and release its blocks. */
 void sched_finish(struct scheduler *s, struct worker_request *r,
     enum finish_reason why);
+
+/* Remote prefill: the KV of positions [0, upto) arrived in r's blocks. */
+void sched_pd_landed(struct scheduler *s, struct worker_request *r, int upto);
+
+/* Take r out of the queues but keep its blocks (pages still being sent to
+ * another worker); sched_release() drops them later. */
+void sched_detach(struct scheduler *s, struct worker_request *r);
+void sched_release(struct scheduler *s, struct worker_request *r);
 
 static inline bool sched_idle(const struct scheduler *s)
 {

@@ -125,6 +125,7 @@ static int cpu_forward(struct backend *b, const struct batch *batch,
     struct cpu_state *st = b->state;
     int vocab = st->model.cfg.vocab_size;
 
+    st->backend = b;
     if (cpu_forward_batch(st, batch) != 0)
         return -1;
     for (int i = 0; i < batch->n; i++) {

@@ -16,6 +16,7 @@ struct cpu_state {
     struct model        model;
     struct vocab        vocab;
     struct kv_manager  *kv;
+    const struct backend *backend;      /* for its layer_done hook */
     struct thread_pool  pool;
     float              *inv_freq;       /* [n_rot / 2] RoPE frequencies */
 

@@ -251,8 +251,11 @@ int cpu_forward_batch(struct cpu_state *st, const struct batch *batch)
             st->row_pos[row] = pos;
         }
     }
-    for (int l = 0; l < c->n_layers; l++)
+    for (int l = 0; l < c->n_layers; l++) {
         layer_forward(st, batch, l, rows);
+        if (st->backend)
+            backend_layer_done(st->backend, l);
+    }
 
     /* the head, only for the last row of the items that sample */
     st->n_logits = 0;

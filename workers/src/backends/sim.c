@@ -116,19 +116,17 @@ static void sim_attach_kv(struct backend *b, struct kv_manager *kv)
 }
 
 static void write_token_kv(struct kv_manager *kv, const struct worker_request *r,
-    int pos)
+    int pos, int layer)
 {
     int bt = kv->geo.block_tokens;
     int32_t block = r->blocks[pos / bt];
     int32_t token = r->tokens[pos];
     size_t row = kv_row_bytes(kv);
 
-    for (int layer = 0; layer < kv->geo.num_layers; layer++) {
-        for (int k_or_v = 0; k_or_v < 2; k_or_v++) {
-            uint8_t *p = kv_slot(kv, block, layer, k_or_v, pos % bt);
-            for (size_t j = 0; j < row; j++)
-                p[j] = sim_kv_byte(token, pos, layer, k_or_v, (int) j);
-        }
+    for (int k_or_v = 0; k_or_v < 2; k_or_v++) {
+        uint8_t *p = kv_slot(kv, block, layer, k_or_v, pos % bt);
+        for (size_t j = 0; j < row; j++)
+            p[j] = sim_kv_byte(token, pos, layer, k_or_v, (int) j);
     }
 }
 
@@ -139,32 +137,45 @@ static void sleep_until(const struct timespec *deadline)
         ;
 }
 
+static void add_ns(struct timespec *t, long long ns)
+{
+    ns += t->tv_nsec;
+    t->tv_sec += (time_t) (ns / 1000000000LL);
+    t->tv_nsec = (long) (ns % 1000000000LL);
+}
+
+/* Layer by layer, as a model computes: each layer's pages are written and
+ * its share of the step time passes before the next layer starts, so a KV
+ * transfer streaming behind the compute sees a real model's timing. */
 static int sim_forward(struct backend *b, const struct batch *batch,
     int32_t *next_tokens)
 {
     struct sim_state *st = b->state;
-    struct timespec start;
+    int layers = st->kv->geo.num_layers;
+    struct timespec t;
+    long long step_ns = 0;
 
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    for (int i = 0; i < batch->n; i++) {
-        const struct batch_item *it = &batch->items[i];
-
-        for (int pos = it->start; pos < it->start + it->n_tokens; pos++)
-            write_token_kv(st->kv, it->req, pos);
-        if (it->sample)
-            next_tokens[i] = sim_next_token(it->req);
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if (st->speed > 0)
+        step_ns = (long long) (1e9 * st->speed * sim_profile_step_seconds(
+                      &st->profile, batch->n_prefill_tokens,
+                      batch->prefill_attention, batch->n_decode,
+                      batch->decode_kv_tokens));
+    for (int layer = 0; layer < layers; layer++) {
+        for (int i = 0; i < batch->n; i++) {
+            const struct batch_item *it = &batch->items[i];
+            for (int pos = it->start; pos < it->start + it->n_tokens; pos++)
+                write_token_kv(st->kv, it->req, pos, layer);
+        }
+        if (step_ns > 0) {
+            add_ns(&t, step_ns / layers);
+            sleep_until(&t);
+        }
+        backend_layer_done(b, layer);
     }
-
-    if (st->speed > 0) {
-        double t = st->speed * sim_profile_step_seconds(&st->profile,
-                       batch->n_prefill_tokens, batch->prefill_attention,
-                       batch->n_decode, batch->decode_kv_tokens);
-        long long ns = (long long) (t * 1e9) + start.tv_nsec;
-
-        start.tv_sec += (time_t) (ns / 1000000000LL);
-        start.tv_nsec = (long) (ns % 1000000000LL);
-        sleep_until(&start);
-    }
+    for (int i = 0; i < batch->n; i++)
+        if (batch->items[i].sample)
+            next_tokens[i] = sim_next_token(batch->items[i].req);
     return 0;
 }
 
