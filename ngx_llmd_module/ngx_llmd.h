@@ -24,7 +24,7 @@
 #define NGX_LLMD_ZONE_MIN_SIZE      (256 * 1024)
 #define NGX_LLMD_BYTES_PER_TOKEN    4       /* rough, for load estimates */
 #define NGX_LLMD_WEIGHT_SCALE       1000    /* weights are fixed point */
-#define NGX_LLMD_ZONE_MAGIC         0x6c6c6d6402    /* layout version */
+#define NGX_LLMD_ZONE_MAGIC         0x6c6c6d6403    /* layout version */
 #define NGX_LLMD_PLACEMENTS         8192    /* ring of picks to share */
 #define NGX_LLMD_STALENESS_BUCKETS  8
 #define NGX_LLMD_PLACEHOLDER        "llmd-discovered-peers"
@@ -34,6 +34,15 @@ typedef enum {
     NGX_LLMD_POLICY_LLM_D,      /* llm-d: affinity filter 0.8 + token load */
     NGX_LLMD_POLICY_DYNAMO      /* Dynamo: prefill_blocks + decode_blocks */
 } ngx_llmd_policy_e;
+
+/* outcomes of the prefill/decode decision (llmd_pd) */
+typedef enum {
+    NGX_LLMD_PD_REMOTE = 0,     /* a prefill worker prefills, over threshold */
+    NGX_LLMD_PD_NO_PREFILL,     /* local: no live prefill worker */
+    NGX_LLMD_PD_UNDER,          /* local: uncached prompt under threshold */
+    NGX_LLMD_PD_QUEUE_FULL,     /* local: every prefill backlog over max_queue */
+    NGX_LLMD_PD_NREASONS
+} ngx_llmd_pd_reason_e;
 
 typedef enum {
     NGX_LLMD_REDIS_OFF = 0,     /* no llmd_redis */
@@ -83,6 +92,12 @@ typedef struct {
     double              bytes_per_token;    /* the worker's tokenizer */
     ngx_atomic_t        remote_inflight;    /* other gateways' requests */
     ngx_atomic_t        remote_tokens;
+
+    /* a prefill-role worker's KV transfer listener, validated like addr */
+    u_char              kv_addr[LLMD_WIRE_ADDR_MAX];
+    size_t              kv_addr_len;
+    ngx_atomic_t        pd_assigned;        /* prefills this gateway sent it */
+    ngx_atomic_t        pd_inflight_tokens; /* their tokens, until answered */
 
     /* failures of discovered peers (server lines use the rr peer's) */
     ngx_uint_t          dyn_fails;
@@ -134,6 +149,13 @@ typedef struct {
     ngx_atomic_t        staleness[NGX_LLMD_STALENESS_BUCKETS];
     ngx_atomic_t        staleness_sum_ms;
     ngx_atomic_t        remote_gateways;
+
+    /* disaggregated prefill/decode (llmd_pd) */
+    uint64_t            transfer_base;      /* random, per zone */
+    ngx_atomic_t        transfer_seq;
+    ngx_atomic_t        pd_cursor;          /* its own: the decode pick
+                                               turns the other */
+    ngx_atomic_t        pd_decisions[NGX_LLMD_PD_NREASONS];
 
     /* approximate placements not yet shared with other gateways */
     ngx_atomic_t        placements_head;
@@ -195,6 +217,10 @@ typedef struct {
     ngx_int_t           balance_rel;        /* x NGX_LLMD_WEIGHT_SCALE */
     ngx_uint_t          default_max_tokens;
 
+    ngx_flag_t          pd;                 /* llmd_pd */
+    ngx_uint_t          pd_threshold;       /* uncached prompt tokens */
+    ngx_uint_t          pd_max_queue;       /* prefill backlog, tokens */
+
     /* rr peer index -> zone slot, resolved lazily in each worker */
     ngx_int_t          *slots[2];           /* primary, backup */
     ngx_uint_t          nslots[2];
@@ -207,6 +233,19 @@ typedef struct {
     ngx_flag_t          debug_headers;
     ngx_flag_t          json_errors;
 } ngx_llmd_loc_conf_t;
+
+
+/* The decode peer chosen before the balancer runs (see ngx_llmd_preview). */
+typedef struct {
+    ngx_http_upstream_rr_peer_t   *peer;    /* NULL: a discovered peer */
+    ngx_int_t                      slot;
+    ngx_uint_t                     match;
+    const char                    *reason;
+    double                         ttft;
+    uint64_t                       uncached;
+    unsigned                       valid:1;  /* until the first get() */
+    unsigned                       predicted:1;
+} ngx_llmd_preview_t;
 
 
 /* per request */
@@ -227,6 +266,18 @@ typedef struct {
     unsigned            predicted:1;
     unsigned            observed:1;
     ngx_msec_int_t      decision_ns;        /* inspection + first pick */
+
+    /* disaggregated prefill/decode: decided once, when $llmd_prefill_peer
+     * or $llmd_transfer_id is first evaluated (proxy_set_header) */
+    ngx_llmd_preview_t  preview;
+    unsigned            pd_decided:1;
+    unsigned            pd_remote:1;
+    const char         *pd_reason;          /* NULL: no decision */
+    ngx_str_t           pd_peer;            /* the prefill worker's kv_addr */
+    ngx_str_t           transfer_id;
+    ngx_llmd_srv_conf_t *pd_conf;
+    ngx_int_t           pd_slot;            /* the prefill worker */
+    uint64_t            pd_tokens;          /* in its pd_inflight_tokens */
 
     /* an OpenAI-style error body replacing nginx's HTML page */
     ngx_str_t           error;
@@ -256,6 +307,17 @@ ngx_llmd_now_ns(void)
 /* ngx_llmd_balancer.c */
 ngx_int_t ngx_llmd_init_upstream(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us);
+ngx_int_t ngx_llmd_preview(ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf,
+    ngx_llmd_ctx_t *ctx);
+
+/* ngx_llmd_pd.c */
+char *ngx_llmd_pd_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+ngx_int_t ngx_llmd_pd_init_upstream(ngx_conf_t *cf,
+    ngx_llmd_srv_conf_t *conf);
+ngx_int_t ngx_llmd_pd_decide(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx);
+void ngx_llmd_pd_release(ngx_llmd_ctx_t *ctx);
+uint64_t ngx_llmd_random64(void);
+extern const char *ngx_llmd_pd_reasons[NGX_LLMD_PD_NREASONS];
 
 /* ngx_llmd_zone.c */
 ngx_int_t ngx_llmd_init_zone(ngx_shm_zone_t *shm_zone, void *data);

@@ -17,6 +17,14 @@
  *      ("affinity" when the winner holds part of the prompt, else "load");
  *   3. ties are broken by a cursor shared by all workers, so cold starts
  *      and identical scores spread evenly.
+ *
+ * With llmd_pd the choice is made earlier, once: nginx evaluates the
+ * proxy_set_header values in u->create_request, before peer.init and get
+ * (ngx_http_upstream_init_request), and the prefill/decode decision those
+ * headers carry depends on the decode peer's prefix match.  So the first
+ * evaluation of $llmd_prefill_peer or $llmd_transfer_id runs the same
+ * choice here (ngx_llmd_preview), counting nothing, and the first get()
+ * takes that peer while it is still a candidate; retries choose afresh.
  */
 
 #include "ngx_llmd_balancer.h"
@@ -29,6 +37,11 @@ static void ngx_llmd_free_peer(ngx_peer_connection_t *pc, void *data,
     ngx_uint_t state);
 static ngx_int_t ngx_llmd_resolve_slots(ngx_llmd_srv_conf_t *conf,
     ngx_http_upstream_rr_peers_t *peers, ngx_uint_t backup);
+static ngx_int_t ngx_llmd_scratch(ngx_llmd_peer_data_t *lp,
+    ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf);
+static ngx_int_t ngx_llmd_choose(ngx_llmd_peer_data_t *lp,
+    ngx_http_upstream_rr_peers_t *peers, ngx_uint_t backup, time_t now,
+    ngx_uint_t *best);
 
 
 ngx_int_t
@@ -58,6 +71,10 @@ ngx_llmd_init_upstream(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
     }
 
     conf->upstream = us;
+
+    if (ngx_llmd_pd_init_upstream(cf, conf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_llmd_module);
     up = ngx_array_push(&lmcf->upstreams);
@@ -178,34 +195,16 @@ ngx_llmd_resolve_slots(ngx_llmd_srv_conf_t *conf,
 }
 
 
+/* The candidate scratch arrays of one request, and the zone slots of the
+ * server lines (resolved on first use in each worker). */
 static ngx_int_t
-ngx_llmd_init_peer(ngx_http_request_t *r, ngx_http_upstream_srv_conf_t *us)
+ngx_llmd_scratch(ngx_llmd_peer_data_t *lp, ngx_http_request_t *r,
+    ngx_llmd_srv_conf_t *conf)
 {
-    ngx_uint_t                      n, tokens, k;
-    ngx_llmd_ctx_t                 *ctx;
-    ngx_llmd_shctx_t               *sh;
-    ngx_llmd_srv_conf_t            *conf;
-    ngx_llmd_peer_data_t           *lp;
+    ngx_uint_t                      n;
     ngx_http_upstream_rr_peers_t   *peers;
 
-    conf = ngx_http_conf_upstream_srv_conf(us, ngx_llmd_module);
-    sh = conf->sh;
-
-    lp = ngx_pcalloc(r->pool, sizeof(ngx_llmd_peer_data_t));
-    if (lp == NULL) {
-        return NGX_ERROR;
-    }
-
-    r->upstream->peer.data = &lp->rrp;
-
-    if (ngx_http_upstream_init_round_robin_peer(r, us) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    r->upstream->peer.get = ngx_llmd_get_peer;
-    r->upstream->peer.free = ngx_llmd_free_peer;
-
-    peers = lp->rrp.peers;
+    peers = conf->upstream->peer.data;
 
     ngx_llmd_resolve_slots(conf, peers, 0);
     if (peers->next) {
@@ -215,15 +214,6 @@ ngx_llmd_init_peer(ngx_http_request_t *r, ngx_http_upstream_srv_conf_t *us)
     n = ngx_max(conf->nslots[0], conf->nslots[1]);
 
     if (conf->redis) {
-        /* discovered peers are candidates too, and count as tries */
-        for (k = 0; k < sh->npeers; k++) {
-            if (sh->peers[k].dynamic && sh->peers[k].alive
-                && sh->peers[k].role != LLMD_ROLE_PREFILL)
-            {
-                r->upstream->peer.tries++;
-            }
-        }
-
         n += NGX_LLMD_MAX_PEERS;
     }
 
@@ -245,6 +235,51 @@ ngx_llmd_init_peer(ngx_http_request_t *r, ngx_http_upstream_srv_conf_t *us)
     lp->request = r;
     lp->conf = conf;
     lp->slot = -1;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_llmd_init_peer(ngx_http_request_t *r, ngx_http_upstream_srv_conf_t *us)
+{
+    ngx_uint_t                      tokens, k;
+    ngx_llmd_ctx_t                 *ctx;
+    ngx_llmd_shctx_t               *sh;
+    ngx_llmd_srv_conf_t            *conf;
+    ngx_llmd_peer_data_t           *lp;
+
+    conf = ngx_http_conf_upstream_srv_conf(us, ngx_llmd_module);
+    sh = conf->sh;
+
+    lp = ngx_pcalloc(r->pool, sizeof(ngx_llmd_peer_data_t));
+    if (lp == NULL) {
+        return NGX_ERROR;
+    }
+
+    r->upstream->peer.data = &lp->rrp;
+
+    if (ngx_http_upstream_init_round_robin_peer(r, us) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    r->upstream->peer.get = ngx_llmd_get_peer;
+    r->upstream->peer.free = ngx_llmd_free_peer;
+
+    if (ngx_llmd_scratch(lp, r, conf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (conf->redis) {
+        /* discovered peers are candidates too, and count as tries */
+        for (k = 0; k < sh->npeers; k++) {
+            if (sh->peers[k].dynamic && sh->peers[k].alive
+                && sh->peers[k].role != LLMD_ROLE_PREFILL)
+            {
+                r->upstream->peer.tries++;
+            }
+        }
+    }
 
     ctx = ngx_http_get_module_ctx(r, ngx_llmd_module);
 
@@ -293,6 +328,187 @@ ngx_llmd_init_peer(ngx_http_request_t *r, ngx_http_upstream_srv_conf_t *us)
 }
 
 
+/*
+ * The decode peer this request will go to, chosen now (see the top): the
+ * same candidates and policy as get(), over the primary list and then the
+ * backup list, with nothing counted against the peer.  NGX_DECLINED when
+ * there is no candidate.
+ */
+ngx_int_t
+ngx_llmd_preview(ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf,
+    ngx_llmd_ctx_t *ctx)
+{
+    time_t                          now;
+    ngx_int_t                       rc;
+    ngx_uint_t                      backup, best, n;
+    ngx_llmd_cand_t                *cd;
+    ngx_llmd_peer_data_t           *lp;
+    ngx_http_upstream_rr_peers_t   *peers;
+
+    ctx->preview.valid = 0;
+
+    if (ctx->inspected && ctx->block_size != conf->block_size) {
+        ctx->req.prefix.nkeys = 0;
+    }
+
+    lp = ngx_pcalloc(r->pool, sizeof(ngx_llmd_peer_data_t));
+    if (lp == NULL) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_llmd_scratch(lp, r, conf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    lp->ctx = ctx;
+
+    now = ngx_time();
+    peers = lp->primary;
+
+    for (backup = 0; backup < 2 && peers; backup++, peers = peers->next) {
+
+        /* nothing tried yet */
+        n = (peers->number + (8 * sizeof(uintptr_t) - 1))
+            / (8 * sizeof(uintptr_t));
+
+        lp->rrp.peers = peers;
+        lp->rrp.tried = ngx_pcalloc(r->pool, ngx_max(n, 1) * sizeof(uintptr_t));
+        if (lp->rrp.tried == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_http_upstream_rr_peers_rlock(peers);
+
+        rc = ngx_llmd_choose(lp, peers, backup, now, &best);
+
+        if (rc == NGX_OK) {
+            cd = &lp->cand[best];
+
+            ctx->preview.peer = cd->peer;
+            ctx->preview.slot = cd->slot;
+            ctx->preview.match = cd->match;
+            ctx->preview.reason = ctx->reason;
+            ctx->preview.predicted = ctx->predicted;
+            ctx->preview.ttft = cd->ttft;
+            ctx->preview.uncached = cd->uncached;
+            ctx->preview.valid = 1;
+        }
+
+        ngx_http_upstream_rr_peers_unlock(peers);
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/*
+ * Candidates of one peer list (locked by the caller) and the choice among
+ * them: the previewed peer if it is still a candidate, else the policy's.
+ * NGX_DECLINED: no candidate.
+ */
+static ngx_int_t
+ngx_llmd_choose(ngx_llmd_peer_data_t *lp, ngx_http_upstream_rr_peers_t *peers,
+    ngx_uint_t backup, time_t now, ngx_uint_t *best)
+{
+    ngx_int_t             rc;
+    ngx_uint_t            c, ncand, start, nkeys;
+    ngx_llmd_ctx_t       *ctx;
+    ngx_llmd_cand_t      *cd;
+    ngx_llmd_srv_conf_t  *conf;
+
+    conf = lp->conf;
+    ctx = lp->ctx;
+
+    ncand = ngx_llmd_static_candidates(lp, peers, backup, now);
+
+    if (conf->redis && !backup) {
+        ncand = ngx_llmd_discovered_candidates(lp, ncand, now);
+    }
+
+    if (ncand == 0) {
+        return NGX_DECLINED;
+    }
+
+    /* prefix affinity: leading blocks each candidate holds */
+    nkeys = ctx->inspected ? ctx->req.prefix.nkeys : 0;
+
+    for (c = 0; c < ncand; c++) {
+        lp->slots[c] = lp->cand[c].slot;
+        lp->match[c] = 0;
+    }
+
+    if (nkeys && lp->hints == NULL) {
+        lp->hints = ngx_palloc(lp->request->pool, nkeys * sizeof(uint32_t));
+        if (lp->hints == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (nkeys) {
+        ngx_memset(lp->hints, 0xff, nkeys * sizeof(uint32_t));
+    }
+
+    if (nkeys && ncand > 1) {
+        ngx_llmd_zone_match(conf, ctx->req.prefix.keys, nkeys, lp->slots,
+                            ncand, lp->match, lp->hints);
+    }
+
+    for (c = 0; c < ncand; c++) {
+        lp->cand[c].match = lp->match[c];
+    }
+
+    if (ctx->preview.valid) {
+        for (c = 0; c < ncand; c++) {
+            cd = &lp->cand[c];
+
+            if (cd->peer == ctx->preview.peer
+                && (cd->peer || cd->slot == ctx->preview.slot))
+            {
+                cd->ttft = ctx->preview.ttft;
+                cd->uncached = ctx->preview.uncached;
+                ctx->reason = ctx->preview.reason;
+                ctx->predicted = ctx->preview.predicted;
+                *best = c;
+                return NGX_OK;
+            }
+        }
+    }
+
+    start = ngx_atomic_fetch_add(&conf->sh->cursor, 1) % ncand;
+    *best = start;
+    ctx->predicted = 0;
+
+    rc = NGX_DECLINED;
+
+    switch (conf->policy) {
+
+    case NGX_LLMD_POLICY_LLM_D:
+        *best = ngx_llmd_pick_llm_d(lp, ncand, start, nkeys);
+        break;
+
+    case NGX_LLMD_POLICY_DYNAMO:
+        *best = ngx_llmd_pick_dynamo(lp, ncand, start);
+        break;
+
+    default:
+        if (conf->redis && conf->predict) {
+            rc = ngx_llmd_pick_predicted(lp, ncand, start, best);
+            ctx->predicted = (rc == NGX_OK);
+        }
+
+        if (rc != NGX_OK) {
+            *best = ngx_llmd_pick_scored(lp, ncand, start, nkeys);
+        }
+    }
+
+    return NGX_OK;
+}
+
+
 static ngx_int_t
 ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
 {
@@ -302,7 +518,7 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
     size_t                          len;
     uintptr_t                       m;
     ngx_int_t                       rc, slot;
-    ngx_uint_t                      i, n, c, ncand, start, best, nkeys;
+    ngx_uint_t                      i, n, best, nkeys;
     ngx_uint_t                      backup, fresh;
     ngx_msec_int_t                  t0;
     struct sockaddr                *sa;
@@ -333,71 +549,21 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
 
     ngx_http_upstream_rr_peers_wlock(peers);
 
-    ncand = ngx_llmd_static_candidates(lp, peers, backup, now);
+    rc = ngx_llmd_choose(lp, peers, backup, now, &best);
 
-    if (conf->redis && !backup) {
-        ncand = ngx_llmd_discovered_candidates(lp, ncand, now);
-    }
-
-    if (ncand == 0) {
+    if (rc == NGX_DECLINED) {
         goto failed;
     }
 
-    /* prefix affinity: leading blocks each candidate holds */
+    if (rc == NGX_ERROR) {
+        ngx_http_upstream_rr_peers_unlock(peers);
+        return NGX_ERROR;
+    }
+
+    /* the preview holds for the first pick only */
+    ctx->preview.valid = 0;
+
     nkeys = ctx->inspected ? ctx->req.prefix.nkeys : 0;
-
-    for (c = 0; c < ncand; c++) {
-        lp->slots[c] = lp->cand[c].slot;
-        lp->match[c] = 0;
-    }
-
-    if (nkeys && lp->hints == NULL) {
-        lp->hints = ngx_palloc(lp->request->pool, nkeys * sizeof(uint32_t));
-        if (lp->hints == NULL) {
-            ngx_http_upstream_rr_peers_unlock(peers);
-            return NGX_ERROR;
-        }
-    }
-
-    if (nkeys) {
-        ngx_memset(lp->hints, 0xff, nkeys * sizeof(uint32_t));
-    }
-
-    if (nkeys && ncand > 1) {
-        ngx_llmd_zone_match(conf, ctx->req.prefix.keys, nkeys, lp->slots,
-                            ncand, lp->match, lp->hints);
-    }
-
-    for (c = 0; c < ncand; c++) {
-        lp->cand[c].match = lp->match[c];
-    }
-
-    start = ngx_atomic_fetch_add(&sh->cursor, 1) % ncand;
-    best = start;
-    ctx->predicted = 0;
-
-    rc = NGX_DECLINED;
-
-    switch (conf->policy) {
-
-    case NGX_LLMD_POLICY_LLM_D:
-        best = ngx_llmd_pick_llm_d(lp, ncand, start, nkeys);
-        break;
-
-    case NGX_LLMD_POLICY_DYNAMO:
-        best = ngx_llmd_pick_dynamo(lp, ncand, start);
-        break;
-
-    default:
-        if (conf->redis && conf->predict) {
-            rc = ngx_llmd_pick_predicted(lp, ncand, start, &best);
-            ctx->predicted = (rc == NGX_OK);
-        }
-
-        if (rc != NGX_OK) {
-            best = ngx_llmd_pick_scored(lp, ncand, start, nkeys);
-        }
-    }
 
     cd = &lp->cand[best];
     peer = cd->peer;
@@ -463,7 +629,10 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
     if (slot >= 0) {
         sp = &sh->peers[slot];
 
-        lp->uncached = ngx_llmd_uncached_tokens(lp, cd->match);
+        /* with a prefill worker doing the prompt, the decode worker
+         * only receives its KV */
+        lp->uncached = ctx->pd_remote ? 0
+                                      : ngx_llmd_uncached_tokens(lp, cd->match);
         (void) ngx_atomic_fetch_add(&sp->inflight_uncached, lp->uncached);
         (void) ngx_atomic_fetch_add(&sp->inflight, 1);
         (void) ngx_atomic_fetch_add(&sp->inflight_tokens, lp->tokens);
@@ -483,8 +652,8 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
             (void) ngx_atomic_fetch_add(&sp->predicted_picks, 1);
             sp->predicted_ttft_ms = cd->ttft;
             /* until its next heartbeat, the worker is busier than it said */
-            lp->pending = cd->uncached;
-            sp->pending_tokens += cd->uncached;
+            lp->pending = ctx->pd_remote ? 0 : cd->uncached;
+            sp->pending_tokens += lp->pending;
             break;
         }
 
@@ -540,6 +709,7 @@ failed:
 
     ngx_http_upstream_rr_peers_unlock(peers);
 
+    ctx->preview.valid = 0;
     pc->name = peers->name;
 
     return NGX_BUSY;

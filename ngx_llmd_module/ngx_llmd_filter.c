@@ -3,7 +3,11 @@
  *   - nginx's own error pages (400, 413, 502, 504, ...) become OpenAI-style
  *     JSON error bodies, so SDKs show a readable error;
  *   - with llmd_debug_headers on, X-LLMD-Upstream, X-LLMD-Prefix-Blocks and
- *     X-LLMD-Pick tell which peer served and why.
+ *     X-LLMD-Pick tell which peer served and why; X-LLMD-PD, and for a
+ *     remote prefill X-LLMD-Prefill-Peer and X-LLMD-Transfer-Id, tell the
+ *     prefill/decode decision;
+ *   - a remote prefill's tokens leave the prefill worker's backlog once
+ *     the decode worker answers.
  */
 
 #include "ngx_llmd.h"
@@ -64,6 +68,25 @@ ngx_llmd_debug_headers(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
         v.len = ngx_strlen(ctx->reason);
 
         if (ngx_llmd_add_header(r, "X-LLMD-Pick", &v) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctx->pd_reason) {
+        v.data = (u_char *) ctx->pd_reason;
+        v.len = ngx_strlen(ctx->pd_reason);
+
+        if (ngx_llmd_add_header(r, "X-LLMD-PD", &v) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctx->pd_remote) {
+        if (ngx_llmd_add_header(r, "X-LLMD-Prefill-Peer", &ctx->pd_peer)
+            != NGX_OK
+            || ngx_llmd_add_header(r, "X-LLMD-Transfer-Id", &ctx->transfer_id)
+               != NGX_OK)
+        {
             return NGX_ERROR;
         }
     }
@@ -180,6 +203,11 @@ ngx_llmd_header_filter(ngx_http_request_t *r)
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_llmd_module);
     ctx = ngx_http_get_module_ctx(r, ngx_llmd_module);
+
+    if (ctx) {
+        /* the decode worker answers after the prefill and the transfer */
+        ngx_llmd_pd_release(ctx);
+    }
 
     if (ctx && llcf->debug_headers) {
         if (ngx_llmd_debug_headers(r, ctx) != NGX_OK) {

@@ -142,6 +142,13 @@ static ngx_command_t  ngx_llmd_commands[] = {
       0,
       NULL },
 
+    { ngx_string("llmd_pd"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_TAKE12,
+      ngx_llmd_pd_directive,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("llmd_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_llmd_status_directive,
@@ -212,7 +219,10 @@ enum {
     NGX_LLMD_VAR_PROMPT_BYTES,
     NGX_LLMD_VAR_PREDICTED_TTFT,
     NGX_LLMD_VAR_OBSERVED_TTFT,
-    NGX_LLMD_VAR_DECISION_US
+    NGX_LLMD_VAR_DECISION_US,
+    NGX_LLMD_VAR_PREFILL_PEER,
+    NGX_LLMD_VAR_TRANSFER_ID,
+    NGX_LLMD_VAR_PD
 };
 
 
@@ -238,6 +248,15 @@ static ngx_http_variable_t  ngx_llmd_vars[] = {
 
     { ngx_string("llmd_decision_us"), NULL, ngx_llmd_variable,
       NGX_LLMD_VAR_DECISION_US, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llmd_prefill_peer"), NULL, ngx_llmd_variable,
+      NGX_LLMD_VAR_PREFILL_PEER, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llmd_transfer_id"), NULL, ngx_llmd_variable,
+      NGX_LLMD_VAR_TRANSFER_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("llmd_pd"), NULL, ngx_llmd_variable,
+      NGX_LLMD_VAR_PD, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -295,6 +314,9 @@ ngx_llmd_create_srv_conf(ngx_conf_t *cf)
     conf->stickiness = NGX_CONF_UNSET_MSEC;
     conf->slo_ttft = NGX_CONF_UNSET_MSEC;
     conf->slo_itl = NGX_CONF_UNSET_MSEC;
+    conf->pd = NGX_CONF_UNSET;
+    conf->pd_threshold = NGX_CONF_UNSET_UINT;
+    conf->pd_max_queue = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -615,6 +637,39 @@ ngx_llmd_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
                              data == NGX_LLMD_VAR_PREDICTED_TTFT
                              ? ctx->predicted_ttft_ms
                              : ctx->observed_ttft_ms) - p;
+        break;
+
+    case NGX_LLMD_VAR_PREFILL_PEER:
+    case NGX_LLMD_VAR_TRANSFER_ID:
+        /* evaluated by proxy_set_header before the balancer runs: the
+         * prefill/decode decision is made here, once */
+        if (ngx_llmd_pd_decide(r, ctx) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        if (!ctx->pd_remote) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+
+        if (data == NGX_LLMD_VAR_PREFILL_PEER) {
+            v->data = ctx->pd_peer.data;
+            v->len = ctx->pd_peer.len;
+
+        } else {
+            v->data = ctx->transfer_id.data;
+            v->len = ctx->transfer_id.len;
+        }
+        break;
+
+    case NGX_LLMD_VAR_PD:
+        /* only reports: a decision made after the pick would reach no one */
+        if (ctx->pd_reason == NULL) {
+            v->not_found = 1;
+            return NGX_OK;
+        }
+        v->data = (u_char *) ctx->pd_reason;
+        v->len = ngx_strlen(ctx->pd_reason);
         break;
 
     case NGX_LLMD_VAR_DECISION_US:

@@ -59,6 +59,7 @@ static void
 ngx_llmd_redis_apply_heartbeat(ngx_llmd_redis_t *cl, llmd_heartbeat_t *hb,
     u_char *seen)
 {
+    size_t             kv_len;
     ngx_int_t          slot;
     ngx_str_t          name;
     ngx_llmd_peer_t   *p;
@@ -66,7 +67,14 @@ ngx_llmd_redis_apply_heartbeat(ngx_llmd_redis_t *cl, llmd_heartbeat_t *hb,
 
     sh = cl->conf->sh;
 
-    if (ngx_llmd_redis_peer_addr(cl, NULL, hb->addr) != NGX_OK) {
+    /* the KV listener ends up in a request header to decode workers: it
+     * must be an address the allow list admits, like the worker's own */
+    kv_len = ngx_strlen(hb->kv_addr);
+
+    if (ngx_llmd_redis_peer_addr(cl, NULL, hb->addr) != NGX_OK
+        || (kv_len && ngx_llmd_redis_peer_addr(cl, NULL, hb->kv_addr)
+                      != NGX_OK))
+    {
         ngx_llmd_redis_reject(cl, "heartbeat", LLMD_WIRE_OK);
         return;
     }
@@ -112,6 +120,17 @@ ngx_llmd_redis_apply_heartbeat(ngx_llmd_redis_t *cl, llmd_heartbeat_t *hb,
     p->decode_ms_per_seq = hb->decode_ms_per_seq;
     p->worker_ttft_ms = hb->ttft_ms;
     p->bytes_per_token = hb->bytes_per_token;
+
+    /* written only when it changes: requests copy it without a lock */
+    if (kv_len != p->kv_addr_len
+        || ngx_memcmp(p->kv_addr, hb->kv_addr, kv_len) != 0)
+    {
+        p->kv_addr_len = 0;
+        ngx_memory_barrier();
+        ngx_memcpy(p->kv_addr, hb->kv_addr, kv_len);
+        ngx_memory_barrier();
+        p->kv_addr_len = kv_len;
+    }
 
     seen[slot] = 1;
     (void) ngx_atomic_fetch_add(&sh->heartbeats, 1);

@@ -6,7 +6,7 @@
 #include "ngx_llmd.h"
 
 
-#define NGX_LLMD_STATUS_PEER_MAX    1600    /* bytes per peer, both formats */
+#define NGX_LLMD_STATUS_PEER_MAX    3072    /* bytes per peer, both formats */
 #define NGX_LLMD_STATUS_HEAD_MAX    4096    /* bytes per upstream */
 
 static const ngx_uint_t  ngx_llmd_staleness_le[NGX_LLMD_STALENESS_BUCKETS - 1]
@@ -62,6 +62,19 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
                         sh->staleness[6], sh->staleness[7]);
     }
 
+    if (conf->pd == 1) {
+        p = ngx_sprintf(p, "\"pd\":{\"threshold\":%ui,\"max_queue\":%ui,"
+                        "\"remote\":%uA,\"local\":{\"no_prefill_peer\":%uA,"
+                        "\"under_threshold\":%uA,\"queue_full\":%uA},"
+                        "\"transfers\":%uA},",
+                        conf->pd_threshold, conf->pd_max_queue,
+                        sh->pd_decisions[NGX_LLMD_PD_REMOTE],
+                        sh->pd_decisions[NGX_LLMD_PD_NO_PREFILL],
+                        sh->pd_decisions[NGX_LLMD_PD_UNDER],
+                        sh->pd_decisions[NGX_LLMD_PD_QUEUE_FULL],
+                        sh->transfer_seq);
+    }
+
     p = ngx_sprintf(p, "\"peers\":[");
 
     for (i = 0; i < sh->npeers; i++) {
@@ -86,7 +99,10 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
 
         if (pr->hb_seen) {
             p = ngx_sprintf(p, ",\"worker\":{\"id\":\"%s\",\"alive\":%s,"
-                            "\"role\":\"%s\",\"state_age_ms\":%M,"
+                            "\"role\":\"%s\",\"kv_addr\":\"%*s\","
+                            "\"prefill_assigned\":%uA,"
+                            "\"prefill_inflight_tokens\":%uA,"
+                            "\"state_age_ms\":%M,"
                             "\"running\":%ui,\"waiting\":%ui,"
                             "\"queued_prefill_tokens\":%uL,"
                             "\"kv_usage\":%.3f,\"prefill_tps\":%.1f,"
@@ -97,7 +113,10 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
                             "\"prediction_error_ms\":%.1f,"
                             "\"ttft_residual_ms\":%.1f}",
                             pr->worker_id, pr->alive ? "true" : "false",
-                            llmd_role_name(pr->role), ngx_llmd_age(pr->hb_seen),
+                            llmd_role_name(pr->role),
+                            ngx_min(pr->kv_addr_len, LLMD_WIRE_ADDR_MAX),
+                            pr->kv_addr, pr->pd_assigned,
+                            pr->pd_inflight_tokens, ngx_llmd_age(pr->hb_seen),
                             pr->running, pr->waiting,
                             (uint64_t) pr->queued_prefill_tokens,
                             ngx_llmd_ratio(pr->kv_used, pr->kv_total),
@@ -119,7 +138,8 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
 
 typedef enum {
     F_REQUESTS, F_PICKS, F_INFLIGHT, F_INFLIGHT_TOKENS, F_FAILURES,
-    F_HIT_BLOCKS, F_BLOCKS, F_OBSERVED, F_PRED_ERR, F_UP, F_AGE, F_NFAMILIES
+    F_HIT_BLOCKS, F_BLOCKS, F_OBSERVED, F_PRED_ERR, F_UP, F_AGE,
+    F_PD_ASSIGNED, F_PD_INFLIGHT, F_NFAMILIES
 } ngx_llmd_family_e;
 
 static const char  *ngx_llmd_families[F_NFAMILIES][3] = {
@@ -139,7 +159,11 @@ static const char  *ngx_llmd_families[F_NFAMILIES][3] = {
       "Mean absolute error of predicted time to first token (EWMA)." },
     { "peer_up", "gauge", "1 while the peer's heartbeat is fresh." },
     { "peer_state_age_seconds", "gauge",
-      "Age of the peer's last heartbeat change." }
+      "Age of the peer's last heartbeat change." },
+    { "pd_prefill_assigned_total", "counter",
+      "Prefills this gateway assigned to the prefill-role peer." },
+    { "pd_prefill_inflight_tokens", "gauge",
+      "Prompt tokens assigned to the prefill-role peer, not yet answered." }
 };
 
 
@@ -195,6 +219,16 @@ ngx_llmd_prom_peer(u_char *p, ngx_uint_t f, ngx_str_t *up,
         return pr->hb_seen ? ngx_sprintf(p, L "} %d\n", LA, "",
                                          pr->alive ? 1 : 0)
                            : p;
+
+    case F_PD_ASSIGNED:
+        return (pr->hb_seen && pr->role == LLMD_ROLE_PREFILL)
+               ? ngx_sprintf(p, L "} %uA\n", LA, "", pr->pd_assigned)
+               : p;
+
+    case F_PD_INFLIGHT:
+        return (pr->hb_seen && pr->role == LLMD_ROLE_PREFILL)
+               ? ngx_sprintf(p, L "} %uA\n", LA, "", pr->pd_inflight_tokens)
+               : p;
 
     default: /* F_AGE */
         return pr->hb_seen
@@ -278,6 +312,32 @@ ngx_llmd_status_prometheus(u_char *p, ngx_llmd_srv_conf_t **ups,
                  "Worker heartbeats applied.", "%uA", sh->heartbeats)
 
 #undef REDIS_FAMILY
+
+    p = ngx_llmd_prom_head(p, "pd_decisions_total", "counter",
+                           "Prefill/decode decisions: remote prefill, or "
+                           "local and why.");
+
+    for (i = 0; i < n; i++) {
+        if (ups[i]->pd != 1) {
+            continue;
+        }
+
+        sh = ups[i]->sh;
+        name = &ups[i]->upstream->host;
+
+        p = ngx_sprintf(p, "llmd_gateway_pd_decisions_total{upstream=\"%V\","
+                        "decision=\"remote\",reason=\"over_threshold\"} %uA\n"
+                        "llmd_gateway_pd_decisions_total{upstream=\"%V\","
+                        "decision=\"local\",reason=\"no_prefill_peer\"} %uA\n"
+                        "llmd_gateway_pd_decisions_total{upstream=\"%V\","
+                        "decision=\"local\",reason=\"under_threshold\"} %uA\n"
+                        "llmd_gateway_pd_decisions_total{upstream=\"%V\","
+                        "decision=\"local\",reason=\"queue_full\"} %uA\n",
+                        name, sh->pd_decisions[NGX_LLMD_PD_REMOTE],
+                        name, sh->pd_decisions[NGX_LLMD_PD_NO_PREFILL],
+                        name, sh->pd_decisions[NGX_LLMD_PD_UNDER],
+                        name, sh->pd_decisions[NGX_LLMD_PD_QUEUE_FULL]);
+    }
 
     p = ngx_llmd_prom_head(p, "event_staleness_seconds", "histogram",
                            "Time from a worker's cache event to shared "

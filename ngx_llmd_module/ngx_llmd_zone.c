@@ -51,6 +51,9 @@ ngx_llmd_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_memzero(sh, sizeof(ngx_llmd_shctx_t));
     sh->magic = NGX_LLMD_ZONE_MAGIC;
 
+    /* transfer ids: unique across gateways and restarts (ngx_llmd_pd.c) */
+    sh->transfer_base = ngx_llmd_random64();
+
     /* give the index most of what is left; the slab allocator keeps some
      * bookkeeping of its own */
     avail = shm_zone->shm.size - sizeof(ngx_llmd_shctx_t);
