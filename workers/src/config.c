@@ -43,6 +43,8 @@ const char config_usage[] =
 "  --max-model-len N        context limit in tokens (the model's own)\n"
 "  --sim-profile FILE|NAME  sim latency profile (llama3-8b-h100)\n"
 "  --speed X                sim time scale, 0 = no model time (1)\n"
+"  --sim-check-kv           sim: before a step, check that every earlier KV\n"
+"                           row of its requests holds the sim's bytes\n"
 "  --seed N                 default sampling seed (0)\n"
 "  --priority-aging SECONDS waiting time worth one priority level (1)\n"
 "  --max-body-bytes N       largest request body accepted (1048576)\n"
@@ -141,7 +143,8 @@ enum {
     OPT_MAX_BATCH_TOKENS, OPT_MAX_MODEL_LEN, OPT_SIM_PROFILE, OPT_SPEED,
     OPT_SEED, OPT_AGING, OPT_MAX_BODY, OPT_REDIS_PREFIX, OPT_POOL,
     OPT_WORKER_ID, OPT_ADVERTISE, OPT_HEARTBEAT_MS, OPT_PREFIX_BLOCK, OPT_HELP,
-    OPT_DEVICE, OPT_KV_LISTEN, OPT_PD_FAILURE, OPT_PD_TIMEOUT, OPT_PD_LEASE
+    OPT_DEVICE, OPT_KV_LISTEN, OPT_PD_FAILURE, OPT_PD_TIMEOUT, OPT_PD_LEASE,
+    OPT_SIM_CHECK_KV
 };
 
 /* the real backends' flags */
@@ -173,6 +176,7 @@ static const struct option options[] = {
     { "heartbeat-ms",     required_argument, NULL, OPT_HEARTBEAT_MS },
     { "prefix-block",     required_argument, NULL, OPT_PREFIX_BLOCK },
     { "device",           required_argument, NULL, OPT_DEVICE },
+    { "sim-check-kv",     no_argument,       NULL, OPT_SIM_CHECK_KV },
     { "kv-listen",        required_argument, NULL, OPT_KV_LISTEN },
     { "pd-failure",       required_argument, NULL, OPT_PD_FAILURE },
     { "pd-timeout-ms",    required_argument, NULL, OPT_PD_TIMEOUT },
@@ -308,6 +312,9 @@ static enum config_result apply(struct worker_config *cfg, int opt,
         if (parse_long(v, 1024, 1L << 30, &n) != 0)
             return fail(err, len, "--max-body-bytes: expected 1024..1073741824, got '%s'", v);
         cfg->max_body_bytes = (size_t) n;
+        return CONFIG_OK;
+    case OPT_SIM_CHECK_KV:
+        cfg->sim_check_kv = 1;
         return CONFIG_OK;
     case OPT_DEVICE:
         if (parse_long(v, 0, 1023, &n) != 0)

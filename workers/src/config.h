@@ -37,6 +37,7 @@ struct worker_config {
     double      priority_aging;         /* seconds per priority level */
     size_t      max_body_bytes;
     int         device;                 /* cuda backend: GPU ordinal */
+    int         sim_check_kv;           /* sim: verify every page it reads */
     /* disaggregated prefill/decode (src/pd/) */
     char        kv_listen_host[CONFIG_STR_MAX];   /* prefill: KV listener */
     int         kv_listen_port;         /* 0: the kernel picks one */

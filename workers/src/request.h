@@ -121,6 +121,7 @@ struct worker_request {
     struct pd_xfer     *pd_dst;         /* decode side: its transfer */
     /* prefill side: the transfer this request computes KV for */
     struct pd_source   *pd_src;
+    int                 kv_checked;     /* sim --sim-check-kv: rows checked */
 };
 
 /* Allocates a request with room for n_prompt + max_tokens tokens; the

@@ -264,9 +264,10 @@ static bool admit_one(struct scheduler *s, struct batch *b, int *budget)
     r->n_blocks = r->n_committed = matched;
     r->num_computed = matched * bt;
 
-    /* a remote prefill whose prompt is cached here but for its last token
-     * needs no transfer: the cached pages are never sent again */
-    if (r->pd_state == PD_PENDING && r->n_tokens - 1 <= r->num_computed)
+    /* a remote prefill whose prompt is cached here but for less than a
+     * block needs no transfer: cached pages are never sent again, and a
+     * partial block is cheaper to compute than to ask for */
+    if (r->pd_state == PD_PENDING && r->n_tokens - 1 - r->num_computed < bt)
         r->pd_state = PD_LOCAL;
     /* pages that another worker writes, or that are pushed to one, are
      * allocated whole at admission: they can then never be preempted */

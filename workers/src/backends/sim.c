@@ -9,6 +9,8 @@
 #include "sim.h"
 
 #include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,7 @@
 struct sim_state {
     struct sim_profile  profile;
     double              speed;
+    bool                check_kv;
     struct kv_manager  *kv;
 };
 
@@ -99,6 +102,7 @@ static int sim_init(struct backend *b, const struct worker_config *cfg,
         return -1;
     }
     st->speed = cfg->speed;
+    st->check_kv = cfg->sim_check_kv != 0;
     b->state = st;
     b->info.max_model_len = st->profile.max_model_len;
     b->info.vocab_size = 256;
@@ -130,6 +134,46 @@ static void write_token_kv(struct kv_manager *kv, const struct worker_request *r
     }
 }
 
+static atomic_uint_fast64_t kv_checked, kv_mismatched;
+
+void sim_kv_check_counts(uint64_t *checked, uint64_t *mismatched)
+{
+    *checked = atomic_load(&kv_checked);
+    *mismatched = atomic_load(&kv_mismatched);
+}
+
+/* Rows [r->kv_checked, upto) of every layer must hold what the sim wrote
+ * for those tokens, whoever computed them. */
+static void check_kv(struct kv_manager *kv, struct worker_request *r, int upto)
+{
+    int bt = kv->geo.block_tokens;
+    size_t row = kv_row_bytes(kv);
+
+    for (int pos = r->kv_checked; pos < upto; pos++) {
+        bool bad = false;
+        for (int layer = 0; layer < kv->geo.num_layers && !bad; layer++)
+            for (int k_or_v = 0; k_or_v < 2 && !bad; k_or_v++) {
+                const uint8_t *p = kv_slot(kv, r->blocks[pos / bt], layer,
+                                           k_or_v, pos % bt);
+                for (size_t j = 0; j < row; j++)
+                    if (p[j] != sim_kv_byte(r->tokens[pos], pos, layer,
+                                            k_or_v, (int) j)) {
+                        bad = true;
+                        break;
+                    }
+            }
+        if (bad) {
+            if (atomic_fetch_add(&kv_mismatched, 1) < 5)
+                fprintf(stderr, "llmd-worker: sim: KV rows of position %d of "
+                        "request %llu do not hold its token's bytes\n", pos,
+                        (unsigned long long) r->id);
+        }
+        atomic_fetch_add(&kv_checked, 1);
+    }
+    if (upto > r->kv_checked)
+        r->kv_checked = upto;
+}
+
 static void sleep_until(const struct timespec *deadline)
 {
     while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, deadline, NULL)
@@ -155,6 +199,9 @@ static int sim_forward(struct backend *b, const struct batch *batch,
     struct timespec t;
     long long step_ns = 0;
 
+    if (st->check_kv)
+        for (int i = 0; i < batch->n; i++)
+            check_kv(st->kv, batch->items[i].req, batch->items[i].start);
     clock_gettime(CLOCK_MONOTONIC, &t);
     if (st->speed > 0)
         step_ns = (long long) (1e9 * st->speed * sim_profile_step_seconds(

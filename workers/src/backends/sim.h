@@ -21,4 +21,9 @@ static inline uint8_t sim_kv_byte(int32_t token, int pos, int layer, int kv,
  * of the request's sampler state and the text so far. */
 int32_t sim_next_token(struct worker_request *r);
 
+/* --sim-check-kv: token positions whose KV rows were checked, and how many
+ * of them held other bytes than the sim writes (pages lost or corrupted
+ * on their way, from the cache or from another worker). */
+void sim_kv_check_counts(uint64_t *checked, uint64_t *mismatched);
+
 #endif

@@ -544,7 +544,7 @@ static void *accept_main(void *arg)
         if (getnameinfo((struct sockaddr *) &sa, len, host, sizeof(host), port,
                         sizeof(port), NI_NUMERICHOST | NI_NUMERICSERV) != 0)
             strcpy(host, "?"), strcpy(port, "?");
-        snprintf(peer, sizeof(peer), "%s:%s", host, port);
+        snprintf(peer, sizeof(peer), "%.64s:%.16s", host, port);
         pc = calloc(1, sizeof(*pc));
         if (pc == NULL || pd_conn_init(&pc->conn, fd, peer) != 0) {
             close(fd);
