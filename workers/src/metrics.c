@@ -197,8 +197,8 @@ char *metrics_render(struct worker_metrics *m, const char *model_name,
             label, (unsigned long long) load(&m->pd_bytes_out),
             label, (unsigned long long) load(&m->pd_bytes_in));
     render_scalar(f, "llmd:kv_transfer_early_bytes_total", "counter",
-                  "Received KV bytes that the prefill worker sent before its "
-                  "last layer was computed (streamed behind the compute).",
+                  "Received KV bytes that had arrived here before the prefill "
+                  "worker computed its last layer (streamed behind the compute).",
                   label, (double) load(&m->pd_bytes_early));
     render_histogram(f, &m->pd_exposed, label);
     render_histogram(f, &m->ttft, label);

@@ -45,7 +45,7 @@ struct worker_metrics {
     atomic_uint_fast64_t pd_recomputed;     /* decode: failed, prefilled here */
     atomic_uint_fast64_t pd_failed;         /* decode: failed the request */
     atomic_uint_fast64_t pd_bytes_in;       /* decode: payload received */
-    atomic_uint_fast64_t pd_bytes_early;    /* of which sent before the
+    atomic_uint_fast64_t pd_bytes_early;    /* of which in before the
                                                prefill's last layer ended */
     atomic_uint_fast64_t pd_served;         /* prefill (threads): pushed */
     atomic_uint_fast64_t pd_served_failed;  /* prefill (threads) */

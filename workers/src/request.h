@@ -117,7 +117,7 @@ struct worker_request {
     const char         *error;          /* why the engine aborted it; static */
     double              pd_exposed;     /* landed: last layer -> landed, s */
     uint64_t            pd_bytes;       /* landed: payload received */
-    uint64_t            pd_bytes_early; /* of which sent before the end */
+    uint64_t            pd_bytes_early; /* of which in before its last layer */
     struct pd_xfer     *pd_dst;         /* decode side: its transfer */
     /* prefill side: the transfer this request computes KV for */
     struct pd_source   *pd_src;

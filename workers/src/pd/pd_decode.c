@@ -62,6 +62,13 @@ struct pd_xfer {
     double                  deadline;
     double                  started;
     uint64_t                bytes;
+    /* when each DATA frame was in (CLOCK_MONOTONIC ns) and the bytes by
+     * then: what had arrived before the prefill's last layer is known only
+     * at DONE */
+    uint64_t               *arrived_ns;
+    uint64_t               *arrived_bytes;
+    int                     n_arrived;
+    int                     cap_arrived;
     atomic_bool             abort;
     bool                    in_frame;       /* a DATA frame is being read */
     const char             *fail_pending;   /* end once that frame is read */
@@ -183,6 +190,24 @@ static void data_end(void *arg, uint64_t id, size_t bytes)
         return;
     x->in_frame = false;
     x->bytes += bytes;
+    if (x->n_arrived == x->cap_arrived) {
+        int cap = x->cap_arrived ? 2 * x->cap_arrived : 64;
+        uint64_t *a = realloc(x->arrived_ns, sizeof(uint64_t) * (size_t) cap);
+        uint64_t *b = a ? realloc(x->arrived_bytes, sizeof(uint64_t) * (size_t) cap) : NULL;
+        if (a)
+            x->arrived_ns = a;
+        if (b) {
+            x->arrived_bytes = b;
+            x->cap_arrived = cap;
+        }
+    }
+    if (x->n_arrived < x->cap_arrived) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        x->arrived_ns[x->n_arrived] = (uint64_t) ts.tv_sec * 1000000000ull
+                                      + (uint64_t) ts.tv_nsec;
+        x->arrived_bytes[x->n_arrived++] = x->bytes;
+    }
     if (x->fail_pending) {
         remove_active(p, x);
         land(x, false, x->fail_pending);
@@ -229,7 +254,9 @@ static int on_frame(void *arg, const struct pd_frame_hdr *h, uint8_t *payload)
                         && now_ns - m.last_layer_ns < 60000000000ull
                         ? (double) (now_ns - m.last_layer_ns) * 1e-9 : 0;
         r->pd_bytes = x->bytes;
-        r->pd_bytes_early = m.bytes_before_last;
+        r->pd_bytes_early = 0;
+        for (int i = 0; i < x->n_arrived && x->arrived_ns[i] <= m.last_layer_ns; i++)
+            r->pd_bytes_early = x->arrived_bytes[i];
         remove_active(p, x);
         land(x, true, NULL);
     }
@@ -523,6 +550,8 @@ void pd_client_forget(struct worker_request *r)
 {
     if (r->pd_dst) {
         free(r->pd_dst->dst_sorted);
+        free(r->pd_dst->arrived_ns);
+        free(r->pd_dst->arrived_bytes);
         free(r->pd_dst);
         r->pd_dst = NULL;
     }

@@ -62,7 +62,16 @@ struct pd_source {
     bool                    cancel_sent;    /* connection thread */
     atomic_uint_fast64_t    bytes_written;
     uint64_t                bytes_queued;   /* engine thread */
+    uint64_t                last_layer_ns;  /* engine thread: latest layer */
 };
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * 1000000000ull + (uint64_t) ts.tv_nsec;
+}
 
 static void pc_unref(struct pd_pconn *pc)
 {
@@ -231,6 +240,8 @@ void pd_source_layer(struct pd_source *src, struct worker_request *r,
     size_t row = kv_row_bytes(kv), lb = kv->layer_bytes;
     int first = start / bt, last = (start + n_tokens - 1) / bt;
 
+    src->last_layer_ns = mono_ns();
+
     for (int k = first > (int) src->first_block ? first : (int) src->first_block;
          k <= last; k++) {
         int a = (start > k * bt ? start : k * bt) - k * bt;
@@ -255,14 +266,13 @@ void pd_source_layer(struct pd_source *src, struct worker_request *r,
 void pd_source_end(struct pd_source *src, struct worker_request *r, bool ok)
 {
     struct pd_pconn *pc = src->pc;
-    struct timespec ts;
     struct pd_out *o;
     int posted = -1;
 
-    clock_gettime(CLOCK_MONOTONIC, &ts);
     if (ok) {
         struct pd_done_msg m = {
-            .last_layer_ns = (uint64_t) ts.tv_sec * 1000000000ull + (uint64_t) ts.tv_nsec,
+            /* the moment the final step's last layer was computed */
+            .last_layer_ns = src->last_layer_ns ? src->last_layer_ns : mono_ns(),
             .bytes = src->bytes_queued,
             .bytes_before_last = atomic_load(&src->bytes_written),
             .prefill_hit_tokens = (uint32_t) r->prefix_hit_tokens,
