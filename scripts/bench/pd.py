@@ -146,6 +146,15 @@ def exposed(args, work):
                                           "127.0.0.1:0"])
         kv = kv_addr(work, "prefill")
         dec = procs.worker("decode", common + ["--role", "decode"])
+        pre = open(os.path.join(work, "prefill.log")).read()
+        pre_url = "http://" + re.search(r"listening on (\S+) ", pre).group(1)
+        # touch every page of both pools once, as a long-running worker has:
+        # a first touch costs a page fault and zeroing, which is not the
+        # transfer's cost
+        for url in (pre_url, dec):
+            for i in range(3):
+                post(url + "/v1/completions",
+                     {"prompt": "%07d " % i * (max(sizes) // 8), "max_tokens": 1})
         xfer = 1
         for n in sizes:
             for i in range(args.repeat):
@@ -276,9 +285,10 @@ def end_to_end(args, work, mode):
         subprocess.run([BENCH, "--url", "http://127.0.0.1:%d/v1/chat/completions" % port,
                         "--workload", "mixed", "--rate", str(args.rate),
                         "--duration", str(args.duration), "--seed", "7",
-                        "--long-min-tokens", "3000", "--long-max-tokens", "7000",
+                        "--long-min-tokens", str(args.long_min),
+                        "--long-max-tokens", "7000",
                         "--long-output-tokens", "128", "--tool-tokens", "256",
-                        "--long-fraction", "0.15",
+                        "--long-fraction", str(args.long_fraction),
                         "--short-max-tokens", "512", "--short-max-output", "64",
                         "--out", out, "--summary", summ],
                        check=True, stdout=subprocess.DEVNULL)
@@ -318,6 +328,9 @@ def main():
     ap.add_argument("--duration", type=float, default=40)
     ap.add_argument("--speed", type=float, default=1.0)
     ap.add_argument("--threshold", type=int, default=1024)
+    ap.add_argument("--long-fraction", type=float, default=0.15)
+    ap.add_argument("--long-min", type=int, default=3000)
+    ap.add_argument("--keep", action="store_true", help="keep the work dir")
     ap.add_argument("--parts", default="transport,exposed,e2e")
     args = ap.parse_args()
     if args.smoke:
@@ -342,7 +355,10 @@ def main():
         print(json.dumps({"end_to_end": result["end_to_end"]}), flush=True)
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(result, f, indent=1)
-    subprocess.run(["rm", "-rf", work])
+    if not args.keep:
+        subprocess.run(["rm", "-rf", work])
+    else:
+        print("work dir:", work)
 
 
 if __name__ == "__main__":

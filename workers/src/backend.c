@@ -6,6 +6,9 @@
 static const struct backend_ops *const backends[] = {
     &sim_backend_ops,
     &cpu_backend_ops,
+#ifdef LLMD_HAVE_CUDA
+    &cuda_backend_ops,
+#endif
 };
 
 const struct backend_ops *backend_find(const char *name)

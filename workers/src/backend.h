@@ -71,5 +71,7 @@ const struct backend_ops *backend_find(const char *name);
 
 extern const struct backend_ops sim_backend_ops;
 extern const struct backend_ops cpu_backend_ops;
+/* built only where nvcc is (workers/cuda.mk defines LLMD_HAVE_CUDA) */
+extern const struct backend_ops cuda_backend_ops;
 
 #endif

@@ -31,6 +31,7 @@
 
 struct pd_server;
 struct pd_client;
+struct prefix_claim;
 
 enum engine_event_kind {
     ENGINE_TEXT = 1,    /* text[0..len) follows what was sent before */
@@ -94,6 +95,11 @@ struct engine {
     const struct batch         *cur_batch;  /* during forward() */
     bool                        layer_seen; /* the backend called layer_done */
     bool                        progressed; /* the last step did something */
+    /* prefill side, engine thread: a remote prefill's blocks are cached
+     * here now; takes the claim (the fleet-state publisher sets it) */
+    void                      (*remote_prefilled)(void *arg,
+                                                  struct prefix_claim *c);
+    void                       *remote_prefilled_arg;
 };
 
 /* Creates the backend, KV cache and scheduler; err gets a one-line reason. */

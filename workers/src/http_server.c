@@ -593,6 +593,17 @@ static void handle_generate(struct http_server *srv, struct evhttp_request *req,
                                            srv->cfg.model_name, &n);
         add_owned(st->out, role, n);
     }
+    if (wr->pd_state == PD_PENDING && st->claim) {
+        /* the prefill worker advertises these keys once it holds them */
+        const struct prefix_claim *c = st->claim;
+        wr->pd_keys = malloc(sizeof(uint64_t) * c->nkeys);
+        wr->pd_cover = malloc(sizeof(uint32_t) * c->nkeys);
+        if (wr->pd_keys && wr->pd_cover) {
+            memcpy(wr->pd_keys, c->keys, sizeof(uint64_t) * c->nkeys);
+            memcpy(wr->pd_cover, c->cover, sizeof(uint32_t) * c->nkeys);
+            wr->pd_nkeys = c->nkeys;
+        }
+    }
     watch_client(st);
     engine_submit(srv->engine, wr);
     return;

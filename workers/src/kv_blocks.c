@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <xxhash.h>
 
 /* ------------------------------------------------------------------------ */
@@ -83,6 +84,42 @@ int32_t kv_lookup(const struct kv_manager *kv, uint64_t hash)
 
 /* ------------------------------------------------------------------------ */
 
+static size_t pool_bytes(const struct kv_manager *kv)
+{
+    return (size_t) kv->geo.num_blocks * kv->block_bytes;
+}
+
+/* Large pools are mapped: zeroed pages that cost nothing until touched and
+ * are not counted against the overcommit limit, so a backend that adopts
+ * its own pool (many GiB of GPU memory) never pays for this one.  Small
+ * ones stay on the heap, where ASan watches their bounds in the tests. */
+#define POOL_MAP_BYTES  ((size_t) 64 << 20)
+
+static uint8_t *pool_alloc(size_t bytes)
+{
+    void *p;
+
+    if (bytes < POOL_MAP_BYTES)
+        return calloc(1, bytes);
+    p = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void drop_pool(struct kv_manager *kv)
+{
+    if (kv->pool == NULL)
+        return;
+    if (kv->pool_release)
+        kv->pool_release(kv->pool);
+    else if (pool_bytes(kv) < POOL_MAP_BYTES)
+        free(kv->pool);
+    else
+        munmap(kv->pool, pool_bytes(kv));
+    kv->pool = NULL;
+    kv->pool_release = NULL;
+}
+
 int kv_init(struct kv_manager *kv, const struct kv_geometry *geo)
 {
     uint32_t nbuckets = 16;
@@ -100,7 +137,7 @@ int kv_init(struct kv_manager *kv, const struct kv_geometry *geo)
         nbuckets <<= 1;
     kv->bucket_mask = nbuckets - 1;
 
-    kv->pool = calloc(geo->num_blocks, kv->block_bytes);
+    kv->pool = pool_alloc(pool_bytes(kv));
     kv->blocks = calloc(geo->num_blocks, sizeof(*kv->blocks));
     kv->free_stack = malloc(sizeof(int32_t) * geo->num_blocks);
     kv->buckets = malloc(sizeof(int32_t) * nbuckets);
@@ -124,11 +161,18 @@ int kv_init(struct kv_manager *kv, const struct kv_geometry *geo)
 
 void kv_free(struct kv_manager *kv)
 {
-    free(kv->pool);
+    drop_pool(kv);
     free(kv->blocks);
     free(kv->free_stack);
     free(kv->buckets);
     memset(kv, 0, sizeof(*kv));
+}
+
+void kv_adopt_pool(struct kv_manager *kv, void *pool, void (*release)(void *pool))
+{
+    drop_pool(kv);
+    kv->pool = pool;
+    kv->pool_release = release;
 }
 
 void kv_set_event_cb(struct kv_manager *kv, kv_event_fn fn, void *arg)

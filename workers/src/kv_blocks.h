@@ -16,6 +16,11 @@
  * Memory layout of one block (so that a run of blocks can be shipped to
  * another worker as is):   [layer][2 (K, V)][block_tokens][kv_heads][head_dim]
  *
+ * The pool starts as host memory; a backend that keeps the pages elsewhere
+ * (the cuda backend: GPU memory) hands its own pool over with
+ * kv_adopt_pool(), and kv->pool is then a device pointer.  Only backends
+ * touch page bytes, so nothing else may dereference kv->pool or kv_slot().
+ *
  * Not thread-safe: the engine thread is the only user.
  */
 
@@ -71,7 +76,8 @@ struct kv_manager {
     struct kv_geometry  geo;
     size_t              block_bytes;
     size_t              layer_bytes;
-    uint8_t            *pool;
+    uint8_t            *pool;           /* num_blocks * block_bytes */
+    void              (*pool_release)(void *pool);  /* NULL: ours (host) */
 
     struct kv_block    *blocks;
     int32_t            *free_stack;     /* blocks with ref 0 that hold nothing reusable */
@@ -93,6 +99,11 @@ struct kv_manager {
 int kv_init(struct kv_manager *kv, const struct kv_geometry *geo);
 void kv_free(struct kv_manager *kv);
 void kv_set_event_cb(struct kv_manager *kv, kv_event_fn fn, void *arg);
+
+/* Replace the host pool by `pool` (num_blocks * block_bytes, e.g. GPU
+ * memory), which kv_free() will give back with release(pool).  Call before
+ * the first page is written: the old pages are dropped, not copied. */
+void kv_adopt_pool(struct kv_manager *kv, void *pool, void (*release)(void *pool));
 
 /* Blocks that an allocation can still obtain (free + evictable). */
 static inline int kv_available(const struct kv_manager *kv)

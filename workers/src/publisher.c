@@ -98,6 +98,12 @@ struct publisher {
     bool                    kv_overflow;
     uint64_t               *kv_spare;
     size_t                  kv_spare_cap;
+    struct claim_link      *remote_claims;  /* kv_lock: prefilled for others */
+};
+
+struct claim_link {
+    struct claim_link      *next;
+    struct prefix_claim    *claim;
 };
 
 static void connect_now(struct publisher *p);
@@ -489,9 +495,38 @@ static void on_kv_event(void *arg, const struct kv_event *ev)
         event_active(p->kv_wake, EV_TIMEOUT, 0);
 }
 
+/* Engine thread: a prefill made for a decode worker is cached here. */
+static void on_remote_prefilled(void *arg, struct prefix_claim *c)
+{
+    struct publisher *p = arg;
+    struct claim_link *l = malloc(sizeof(*l));
+
+    if (l == NULL) {
+        prefix_claim_free(c);
+        return;
+    }
+    l->claim = c;
+    pthread_mutex_lock(&p->kv_lock);
+    l->next = p->remote_claims;
+    p->remote_claims = l;
+    pthread_mutex_unlock(&p->kv_lock);
+    event_active(p->kv_wake, EV_TIMEOUT, 0);
+}
+
+static void adopt_remote_claims(struct publisher *p, struct claim_link *l)
+{
+    while (l) {
+        struct claim_link *next = l->next;
+        prefix_map_adopt(p->map, l->claim);
+        free(l);
+        l = next;
+    }
+}
+
 static void on_kv_wake(evutil_socket_t fd, short what, void *arg)
 {
     struct publisher *p = arg;
+    struct claim_link *claims;
     uint64_t *q;
     size_t n, cap;
     bool overflow;
@@ -508,6 +543,8 @@ static void on_kv_wake(evutil_socket_t fd, short what, void *arg)
     p->kv_cap = p->kv_spare_cap;
     p->kv_n = 0;
     p->kv_overflow = false;
+    claims = p->remote_claims;
+    p->remote_claims = NULL;
     pthread_mutex_unlock(&p->kv_lock);
     p->kv_spare = q;
     p->kv_spare_cap = cap;
@@ -524,10 +561,12 @@ static void on_kv_wake(evutil_socket_t fd, short what, void *arg)
             p->resync = true;
             event_active(p->flush, EV_TIMEOUT, 0);
         }
+        adopt_remote_claims(p, claims);
         return;
     }
     for (size_t i = 0; i < n; i++)
         prefix_map_block_removed(p->map, q[i]);
+    adopt_remote_claims(p, claims);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -657,6 +696,8 @@ struct publisher *publisher_new(struct event_base *base,
         return NULL;
     }
     engine_set_kv_listener(engine, on_kv_event, p);
+    engine->remote_prefilled = on_remote_prefilled;
+    engine->remote_prefilled_arg = p;
     return p;
 }
 
@@ -751,6 +792,12 @@ void publisher_free(struct publisher *p)
 
     if (p == NULL)
         return;
+    while (p->remote_claims) {
+        struct claim_link *l = p->remote_claims;
+        p->remote_claims = l->next;
+        prefix_claim_free(l->claim);
+        free(l);
+    }
     p->stopping = true;
     p->done = NULL;
     ac = p->ac;

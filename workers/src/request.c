@@ -51,5 +51,7 @@ void request_free(struct worker_request *r)
     free(r->block_hashes);
     free(r->text);
     free(r->logprobs);
+    free(r->pd_keys);
+    free(r->pd_cover);
     free(r);
 }

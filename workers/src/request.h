@@ -119,6 +119,12 @@ struct worker_request {
     uint64_t            pd_bytes;       /* landed: payload received */
     uint64_t            pd_bytes_early; /* of which in before its last layer */
     struct pd_xfer     *pd_dst;         /* decode side: its transfer */
+    /* decode side: the gateway prefix keys of the body and the prompt
+     * blocks each depends on, passed on so the prefill worker can
+     * advertise what it now caches (owned) */
+    uint64_t           *pd_keys;
+    uint32_t           *pd_cover;
+    uint32_t            pd_nkeys;
     /* prefill side: the transfer this request computes KV for */
     struct pd_source   *pd_src;
     int                 kv_checked;     /* sim --sim-check-kv: rows checked */

@@ -82,6 +82,8 @@ static void print_heartbeat(const llmd_heartbeat_t *hb)
     put_str(hb->addr);
     printf(",\"model\":");
     put_str(hb->model);
+    printf(",\"kv\":");
+    put_str(hb->kv_addr);
     printf(",\"role\":\"%s\",\"seq\":%" PRIu64 ",\"ts_ms\":%" PRIu64
            ",\"age_ms\":%" PRId64 ",\"interval_ms\":%u,\"ttl_ms\":%u"
            ",\"running\":%u,\"waiting\":%u,\"queued_prefill_tokens\":%" PRIu64

@@ -17,7 +17,7 @@ int32_t argmax(const float *x, int n)
     return best;
 }
 
-static double uniform(uint64_t *s)
+double sample_uniform(uint64_t *s)
 {
     /* splitmix64, top 53 bits -> [0, 1) */
     uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
@@ -54,7 +54,7 @@ int32_t sample_token(const float *logits, int n, const struct gen_params *p,
         probs[i] = (float) (probs[i] / sum);
 
     if (p->top_p >= 1.0) {
-        r = uniform(rng);
+        r = sample_uniform(rng);
         for (int i = 0; i < n; i++) {
             acc += probs[i];
             if (r < acc)
@@ -81,7 +81,7 @@ int32_t sample_token(const float *logits, int n, const struct gen_params *p,
                 break;
             }
         }
-        r = uniform(rng) * mass;
+        r = sample_uniform(rng) * mass;
         acc = 0;
         for (int i = 0; i <= last; i++) {
             acc += probs[order[i]];

@@ -18,6 +18,10 @@ int32_t sample_token(const float *logits, int n, const struct gen_params *p,
 
 int32_t argmax(const float *x, int n);
 
+/* The next draw in [0, 1) from a request's generator (splitmix64); every
+ * backend draws once per token sampled at a temperature above 0. */
+double sample_uniform(uint64_t *rng);
+
 /* The chosen token's log-probability under the model (raw logits, before
  * temperature, as vLLM reports them) and the `top` most likely tokens. */
 void token_logprobs(const float *logits, int n, int32_t chosen, int top,

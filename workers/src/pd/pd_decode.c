@@ -337,8 +337,9 @@ static void take_pending(struct pd_peer *p)
             .n_tokens = x->n_tokens, .first_block = x->first_block,
             .n_dst = x->n_dst, .deadline_ms = (uint32_t) c->timeout_ms,
             .tokens = r->tokens, .dst_blocks = r->blocks + x->first_block,
+            .nkeys = r->pd_nkeys, .keys = r->pd_keys, .cover = r->pd_cover,
         };
-        size_t len = pd_prefill_size(m.n_tokens, m.n_dst);
+        size_t len = pd_prefill_size(m.n_tokens, m.n_dst, m.nkeys);
         uint8_t *buf = malloc(len);
         struct pd_out *o = NULL;
 

@@ -26,6 +26,7 @@
 
 #include "../clock.h"
 #include "../engine.h"
+#include "../prefix_claim.h"
 #include "pd_conn.h"
 
 struct pd_server {
@@ -63,6 +64,7 @@ struct pd_source {
     atomic_uint_fast64_t    bytes_written;
     uint64_t                bytes_queued;   /* engine thread */
     uint64_t                last_layer_ns;  /* engine thread: latest layer */
+    struct prefix_claim    *claim;          /* gateway keys, or NULL */
 };
 
 static uint64_t mono_ns(void)
@@ -86,6 +88,7 @@ static void source_free(struct pd_source *src)
     struct pd_pconn *pc = src->pc;
 
     free(src->dst);
+    prefix_claim_free(src->claim);
     free(src);
     pc_unref(pc);
 }
@@ -284,6 +287,13 @@ void pd_source_end(struct pd_source *src, struct worker_request *r, bool ok)
                                   "or the prefill worker is shutting down)";
         o = pd_out_control(PD_FAILED, src->xfer, why, sizeof(why) - 1);
     }
+    if (ok && src->claim && pc->srv->engine->remote_prefilled) {
+        /* the prompt's blocks are cached here now: advertise them to the
+         * gateways, for the next prefill of this prefix */
+        pc->srv->engine->remote_prefilled(pc->srv->engine->remote_prefilled_arg,
+                                          src->claim);
+        src->claim = NULL;
+    }
     pthread_mutex_lock(&pc->lock);
     src->ended = true;
     if (o) {
@@ -317,6 +327,36 @@ static int send_failed(struct pd_pconn *pc, uint64_t xfer, const char *why)
     return 0;
 }
 
+/* The decode worker's gateway keys, over this worker's own blocks of the
+ * prompt (one token shorter than the decode worker's). */
+static struct prefix_claim *claim_from(const struct pd_prefill_msg *m, int bt)
+{
+    struct prefix_claim *c = calloc(1, sizeof(*c));
+    uint64_t parent = KV_HASH_SEED;
+
+    if (c == NULL)
+        return NULL;
+    c->nkeys = m->nkeys;
+    c->nblocks = m->n_tokens / (uint32_t) bt;
+    c->keys = malloc(sizeof(uint64_t) * m->nkeys);
+    c->cover = malloc(sizeof(uint32_t) * m->nkeys);
+    c->blocks = malloc(sizeof(uint64_t) * (c->nblocks ? c->nblocks : 1));
+    if (!c->keys || !c->cover || !c->blocks || c->nblocks == 0) {
+        prefix_claim_free(c);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < m->nkeys; i++) {
+        uint32_t cover = pd_le32(m->keys_raw + 8 * (size_t) m->nkeys + 4 * (size_t) i);
+        c->keys[i] = pd_le64(m->keys_raw + 8 * (size_t) i);
+        c->cover[i] = cover < c->nblocks ? cover : c->nblocks;
+    }
+    for (uint32_t i = 0; i < c->nblocks; i++) {
+        c->blocks[i] = kv_block_hash(parent, m->tokens + (size_t) i * bt, bt);
+        parent = c->blocks[i];
+    }
+    return c;
+}
+
 static int on_prefill(struct pd_pconn *pc, uint64_t xfer, uint8_t *payload,
     uint32_t len)
 {
@@ -346,6 +386,8 @@ static int on_prefill(struct pd_pconn *pc, uint64_t xfer, uint8_t *payload,
         return send_failed(pc, xfer, "out of memory");
     }
     memcpy(src->dst, m.dst_blocks, sizeof(int32_t) * m.n_dst);
+    if (m.nkeys)
+        src->claim = claim_from(&m, bt);
     src->pc = pc;
     src->r = r;
     src->xfer = xfer;

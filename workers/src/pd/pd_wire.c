@@ -130,9 +130,10 @@ int pd_get_hello(const uint8_t *buf, size_t len, struct pd_hello *m)
 
 /* ---- PREFILL ---- */
 
-size_t pd_prefill_size(uint32_t n_tokens, uint32_t n_dst)
+size_t pd_prefill_size(uint32_t n_tokens, uint32_t n_dst, uint32_t nkeys)
 {
-    return 16 + 4 * (size_t) n_tokens + 4 * (size_t) n_dst;
+    return 16 + 4 * (size_t) n_tokens + 4 * (size_t) n_dst
+           + (nkeys ? 4 + 12 * (size_t) nkeys : 0);
 }
 
 size_t pd_put_prefill(uint8_t *buf, const struct pd_prefill_msg *m)
@@ -148,6 +149,14 @@ size_t pd_put_prefill(uint8_t *buf, const struct pd_prefill_msg *m)
         pd_put32(p, (uint32_t) m->tokens[i]);
     for (uint32_t i = 0; i < m->n_dst; i++, p += 4)
         pd_put32(p, (uint32_t) m->dst_blocks[i]);
+    if (m->nkeys) {
+        pd_put32(p, m->nkeys);
+        p += 4;
+        for (uint32_t i = 0; i < m->nkeys; i++, p += 8)
+            pd_put64(p, m->keys[i]);
+        for (uint32_t i = 0; i < m->nkeys; i++, p += 4)
+            pd_put32(p, m->cover[i]);
+    }
     return (size_t) (p - buf);
 }
 
@@ -161,9 +170,19 @@ int pd_get_prefill(const uint8_t *buf, size_t len, struct pd_prefill_msg *m)
     m->first_block = pd_le32(buf + 4);
     m->n_dst = pd_le32(buf + 8);
     m->deadline_ms = pd_le32(buf + 12);
+    m->nkeys = 0;
+    m->keys_raw = NULL;
     if (m->n_tokens == 0 || m->n_tokens > (1u << 24) || m->n_dst > (1u << 24)
-        || len != pd_prefill_size(m->n_tokens, m->n_dst))
+        || len < pd_prefill_size(m->n_tokens, m->n_dst, 0))
         return -1;
+    if (len > pd_prefill_size(m->n_tokens, m->n_dst, 0)) {
+        const uint8_t *k = buf + pd_prefill_size(m->n_tokens, m->n_dst, 0);
+        m->nkeys = pd_le32(k);
+        if (m->nkeys == 0 || m->nkeys > (1u << 20)
+            || len != pd_prefill_size(m->n_tokens, m->n_dst, m->nkeys))
+            return -1;
+        m->keys_raw = k + 4;
+    }
     {
         int32_t *t = (int32_t *) (void *) (buf + 16);
         for (uint32_t i = 0; i < m->n_tokens + m->n_dst; i++)

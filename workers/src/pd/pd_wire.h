@@ -78,6 +78,12 @@ struct pd_prefill_msg {
     uint32_t        deadline_ms;    /* from receipt; the prefill side's lease */
     const int32_t  *tokens;         /* point into the received payload */
     const int32_t  *dst_blocks;
+    /* optional: the gateway prefix keys of the request and how many prompt
+     * blocks each depends on, for the prefill worker's cache events */
+    uint32_t        nkeys;
+    const uint64_t *keys;           /* encoding side */
+    const uint32_t *cover;          /* encoding side */
+    const uint8_t  *keys_raw;       /* decoding side: nkeys u64 then nkeys u32 */
 };
 
 /* one run of bytes in a DATA frame: dst_block's bytes [offset, offset+len)
@@ -108,7 +114,7 @@ void pd_get_hdr(const uint8_t *p, struct pd_frame_hdr *h);
  * the payload length. */
 size_t pd_hello_size(void);
 size_t pd_put_hello(uint8_t *buf, const struct pd_hello *m);
-size_t pd_prefill_size(uint32_t n_tokens, uint32_t n_dst);
+size_t pd_prefill_size(uint32_t n_tokens, uint32_t n_dst, uint32_t nkeys);
 size_t pd_put_prefill(uint8_t *buf, const struct pd_prefill_msg *m);
 size_t pd_done_size(void);
 size_t pd_put_done(uint8_t *buf, const struct pd_done_msg *m);

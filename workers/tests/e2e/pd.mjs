@@ -296,9 +296,47 @@ async function testDeadline() {
   for (const w of [p, d]) w.proc.kill('SIGTERM');
 }
 
+// The prefill worker advertises the gateway keys of what it prefilled for a
+// decode worker, so gateways can send the next prompt with that prefix to
+// it (prefill affinity).
+async function testPrefillAdvertises(tmp) {
+  const FLEET = path.join(path.dirname(WORKER), 'llmd-fleet');
+  const sock = path.join(tmp, 'redis.sock');
+  const redis = spawn('redis-server', ['--port', '0', '--unixsocket', sock, '--save', '',
+    '--appendonly', 'no', '--dir', tmp], { stdio: 'ignore' });
+  procs.push(redis);
+  if (!(await waitFor(() => fs.existsSync(sock), 5000))) {
+    check('redis-server started', false);
+    return;
+  }
+  const url = 'unix://' + sock;
+  const common = ['--backend', 'sim', '--speed', '0', '--redis', url, '--heartbeat-ms', '50'];
+  const p = await startWorker([...common, '--role', 'prefill', '--kv-listen', '127.0.0.1:0',
+    '--worker-id', 'pf-1']);
+  const d = await startWorker([...common, '--role', 'decode', '--worker-id', 'dc-1']);
+  const fleet = (...a) => spawnSync(FLEET, ['--redis', url, ...a], { encoding: 'utf8' }).stdout;
+  const hb = await waitFor(() => /"id":"pf-1"/.test(fleet('workers')), 3000);
+  check('prefill worker heartbeat carries its KV address', hb && fleet('workers').includes(`"kv":"${p.kv}"`),
+    fleet('workers'));
+  const body = { prompt: words(700, 61), max_tokens: 4, temperature: 0 };
+  const res = await complete(d, body, remote(p));
+  const want = JSON.parse(spawnSync(FLEET, ['keys'], { input: JSON.stringify(body), encoding: 'utf8' }).stdout).keys;
+  const storedBy = (id) => fleet('events', '200').split('\n').filter((l) => l.includes(`"id":"${id}"`)
+    && l.includes('"type":"stored"')).flatMap((l) => JSON.parse(l).keys);
+  const ok = await waitFor(() => storedBy('pf-1').length > 0, 3000);
+  const got = storedBy('pf-1');
+  check('prefill worker advertises the keys of the prompt it prefilled for a decode worker',
+    res.status === 200 && ok && got.length >= want.length - 1 && got.every((k) => want.includes(k)),
+    `${got.length} of ${want.length}: ${fleet('events', '20')}`);
+  check('decode worker advertises them too', storedBy('dc-1').length >= want.length - 1,
+    fleet('events', '20'));
+  for (const w of [p, d]) w.proc.kill('SIGTERM');
+}
+
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'llmd-pd-'));
 try {
   await testSimPages();
+  await testPrefillAdvertises(tmp);
   await testCpuIdentical(tmp);
   await testKillPrefill('recompute');
   await testKillPrefill('fail');
