@@ -15,6 +15,7 @@ int main(void)
     srunner_add_suite(sr, cpu_model_suite());
     srunner_add_suite(sr, cpu_engine_suite());
     srunner_add_suite(sr, fleet_suite());
+    srunner_add_suite(sr, cuda_host_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
     srunner_free(sr);

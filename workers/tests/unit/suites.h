@@ -10,5 +10,6 @@ Suite *misc_suite(void);
 Suite *cpu_model_suite(void);
 Suite *cpu_engine_suite(void);
 Suite *fleet_suite(void);
+Suite *cuda_host_suite(void);
 
 #endif

@@ -199,6 +199,39 @@ START_TEST(block_layout)
 }
 END_TEST
 
+static void *released;
+
+static void note_release(void *pool)
+{
+    released = pool;
+}
+
+START_TEST(adopted_pool)
+{
+    static uint8_t elsewhere[4 * 3 * 2 * BT * 2 * 4 * 2];
+
+    /* a backend's own pool (GPU memory in the cuda backend) replaces the
+     * host one; kv_free gives it back through the backend's release */
+    setup_blocks(4);
+    ck_assert_uint_eq(sizeof(elsewhere), 4 * kv.block_bytes);
+    released = NULL;
+    kv_adopt_pool(&kv, elsewhere, note_release);
+    ck_assert_ptr_eq(kv.pool, elsewhere);
+    ck_assert_ptr_eq(kv_slot(&kv, 1, 0, 0, 0), elsewhere + kv.block_bytes);
+    ck_assert_ptr_null(released);
+    teardown();
+    ck_assert_ptr_eq(released, elsewhere);
+
+    /* a large pool is mapped, not allocated, and unmapped by kv_free */
+    {
+        struct kv_geometry geo = { 1024, 16, 32, 8, 128, 2 };     /* 2 GiB */
+        ck_assert_int_eq(kv_init(&kv, &geo), 0);
+        kv.pool[kv.geo.num_blocks * kv.block_bytes - 1] = 1;
+        teardown();
+    }
+}
+END_TEST
+
 Suite *kv_blocks_suite(void)
 {
     Suite *s = suite_create("kv_blocks");
@@ -209,6 +242,7 @@ Suite *kv_blocks_suite(void)
     tcase_add_test(tc, prefix_reuse_is_chained);
     tcase_add_test(tc, lru_eviction_oldest_first);
     tcase_add_test(tc, block_layout);
+    tcase_add_test(tc, adopted_pool);
     suite_add_tcase(s, tc);
     return s;
 }
