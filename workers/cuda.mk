@@ -11,6 +11,9 @@
 #   make gpu-test      kernel and logits tests on a GPU; each prints SKIP
 #                      and succeeds where no device is visible
 
+# included above the Makefile's first rule: keep `all` the default goal
+.DEFAULT_GOAL := all
+
 CUDA_HOME ?= /usr/local/cuda
 NVCC ?= $(CUDA_HOME)/bin/nvcc
 CUDA ?= auto

@@ -1,7 +1,9 @@
 /*
- * `llmd-worker bench`: the cpu backend's own speed, without HTTP: prefill
+ * `llmd-worker bench`: a backend's own speed, without HTTP: prefill
  * tokens/s for one long prompt, then decode tokens/s with B sequences
- * stepping together, plus peak RSS.  Used by scripts/bench-cpu.sh.
+ * stepping together, plus peak RSS; with --backend cuda also the device's
+ * measured copy bandwidth and bf16 GEMM throughput.  Used by
+ * scripts/bench-cpu.sh and scripts/bench-cuda.sh.
  */
 
 #ifndef LLMD_MODEL_BENCH_H

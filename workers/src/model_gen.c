@@ -209,7 +209,7 @@ int model_gen_write(const struct model_gen_params *p, const char *path,
         return -1;
     }
     add_metadata(&w, p, &v);
-    rc = add_weights(&w, p, v.n);
+    rc = add_weights(&w, p, p->vocab_size > v.n ? p->vocab_size : v.n);
     rc = rc == 0 ? gw_write_file(&w, path, err, err_len)
                  : (snprintf(err, (size_t) err_len, "out of memory"), -1);
     gw_free(&w);
@@ -227,6 +227,7 @@ static const char usage[] =
 "  --context N                  context length (512)\n"
 "  --type f32|f16|bf16|q8_0     matrix type (f32)\n"
 "  --tied                       share the embeddings with the output head\n"
+"  --vocab-size N               embedding rows, padding the tokenizer's\n"
 "  --seed N                     weights seed (1)\n";
 
 int model_gen_main(int argc, char **argv)
@@ -236,7 +237,7 @@ int model_gen_main(int argc, char **argv)
         { "dim", 1, NULL, 'd' }, { "layers", 1, NULL, 'l' }, { "heads", 1, NULL, 'h' },
         { "kv-heads", 1, NULL, 'k' }, { "ffn", 1, NULL, 'f' }, { "context", 1, NULL, 'c' },
         { "type", 1, NULL, 't' }, { "tied", 0, NULL, 'T' }, { "seed", 1, NULL, 's' },
-        { "help", 0, NULL, 'H' }, { NULL, 0, NULL, 0 }
+        { "vocab-size", 1, NULL, 'V' }, { "help", 0, NULL, 'H' }, { NULL, 0, NULL, 0 }
     };
     struct model_gen_params p;
     const char *out = NULL;
@@ -249,7 +250,7 @@ int model_gen_main(int argc, char **argv)
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         int *num = o == 'd' ? &p.dim : o == 'l' ? &p.n_layers : o == 'h' ? &p.n_heads
                  : o == 'k' ? &p.n_kv_heads : o == 'f' ? &p.hidden_dim
-                 : o == 'c' ? &p.context_length : NULL;
+                 : o == 'c' ? &p.context_length : o == 'V' ? &p.vocab_size : NULL;
         if (num) {
             *num = atoi(optarg);
             if (*num < 1 || *num > 1 << 20)

@@ -26,6 +26,9 @@ struct model_gen_params {
     int             context_length;
     enum ggml_type  type;           /* of the matrices; norms stay F32 */
     bool            tied;           /* no output.weight */
+    int             vocab_size;     /* embedding rows; 0: the tokenizer's
+                                       (more pads the table, as real models
+                                       do: Llama-3 shapes for benchmarks) */
     uint64_t        seed;
 };
 

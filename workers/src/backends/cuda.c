@@ -1,6 +1,6 @@
 /*
- * CUDA backend: device checks, model load and upload, the KV pool in GPU
- * memory, and the backend_ops the engine calls.
+ * CUDA backend: model load and upload, the KV pool in GPU memory, and the
+ * backend_ops the engine calls (device checks: cuda_probe.c).
  *
  * Threads: init runs on the main thread, forward on the engine thread; the
  * CUDA device is per thread, so forward selects it on every call.
@@ -17,41 +17,6 @@
 #include "cuda_forward.h"
 
 #define BLAS_WORKSPACE_BYTES    ((size_t) 32 << 20)
-
-int cuda_device_probe(int device, char *err, int err_len)
-{
-    struct cudaDeviceProp prop;
-    int n = 0;
-    cudaError_t rc = cudaGetDeviceCount(&n);
-
-    if (rc != cudaSuccess || n < 1) {
-        snprintf(err, (size_t) err_len, "no CUDA device visible (%s)",
-                 rc != cudaSuccess ? cudaGetErrorString(rc) : "0 devices");
-        cudaGetLastError();
-        return -1;
-    }
-    if (device < 0 || device >= n) {
-        snprintf(err, (size_t) err_len, "--device %d: only %d CUDA device%s visible",
-                 device, n, n == 1 ? "" : "s");
-        return -1;
-    }
-    rc = cudaGetDeviceProperties(&prop, device);
-    if (rc != cudaSuccess) {
-        snprintf(err, (size_t) err_len, "CUDA device %d: %s", device,
-                 cudaGetErrorString(rc));
-        return -1;
-    }
-    /* the kernels are built for sm_90 and compute_90 PTX (cuda.mk) */
-    if (prop.major < 9) {
-        snprintf(err, (size_t) err_len, "CUDA device %d (%s) has compute "
-                 "capability %d.%d; this build needs 9.0 or newer", device,
-                 prop.name, prop.major, prop.minor);
-        return -1;
-    }
-    return 0;
-}
-
-/* ------------------------------------------------------------------------ */
 
 static void release_pool(void *pool)
 {
@@ -246,7 +211,9 @@ static int cuda_init(struct backend *b, const struct worker_config *cfg,
         goto fail;
     }
     st->spare_bytes = bytes;
-    cudaMemset(st->spare_pool, 0, bytes);
+    /* on the backend's stream: a non-blocking stream does not wait for
+     * work on the default one */
+    cudaMemsetAsync(st->spare_pool, 0, bytes, st->stream);
     if (cuda_reserve(st, cfg->max_batch_tokens, cfg->max_batch, 0) != 0) {
         snprintf(err, (size_t) err_len, "cannot allocate the step buffers for "
                  "--max-batch-tokens %d in GPU memory", cfg->max_batch_tokens);
@@ -278,7 +245,7 @@ static void cuda_attach_kv(struct backend *b, struct kv_manager *kv)
         cudaGetLastError();
         pool = NULL;
     } else {
-        cudaMemset(pool, 0, bytes);
+        cudaMemsetAsync(pool, 0, bytes, st->stream);
     }
     if (pool)
         kv_adopt_pool(kv, pool, release_pool);

@@ -75,6 +75,13 @@ struct cuda_state {
  * build's kernels: -1 with the one-line reason; 0 when `device` is usable. */
 int cuda_device_probe(int device, char *err, int err_len);
 
+/* The device's limits as this process can reach them, for benchmarks:
+ * device-to-device copy bandwidth (bytes read + written per second, GB/s)
+ * and cuBLAS bf16 GEMM throughput on n x n x n (TFLOP/s); best of 5,
+ * 0 on failure. */
+double cuda_copy_gbs(int device, size_t bytes);
+double cuda_gemm_tflops(int device, int n);
+
 /* Load a model for tools and tests (no worker config needed). */
 int cuda_backend_open(struct backend *b, const char *path, int device,
     char *err, int err_len);
