@@ -463,29 +463,19 @@ my $p3 = start_worker('p3', @SLOW, @hb, '--role', 'prefill', '--kv-listen', '127
         or diag $r->{raw};
     like(json_of($r)->{error}{message} // '', qr/./, 'as a JSON error');
 
-    # p3 is idle now: its heartbeat should say so.  It does not: the engine
-    # publishes its queued prefill tokens from a count cached for 20 ms, and
-    # the step that released the dead decode worker's request was its last
-    # before it went idle, so the count of that request stays in every
-    # heartbeat until p3 runs another step; the gateway sees p3's queue as
-    # full and never gives it work again.
+    # p3 is idle now, and its heartbeat must say so: a stale backlog would
+    # make the gateway see its queue as full and never give it work again
     my $queued;
-    TODO: {
-        local $TODO = 'worker: queued_prefill_tokens stays stale once the engine is idle';
-        ok(wait_for('p3 to report an empty queue', sub {
-               my ($pp) = grep { ($_->{worker}{id} // '') eq 'p3' } @{ (status_of('llm') // {})->{peers} // [] };
-               $queued = $pp ? $pp->{worker}{queued_prefill_tokens} : undef;
-               defined $queued && $queued == 0 }, 1),
-           'p3\'s heartbeat reports no queued prefill tokens (' . ($queued // 'none') . ')');
-    }
+    ok(wait_for('p3 to report an empty queue', sub {
+           my ($pp) = grep { ($_->{worker}{id} // '') eq 'p3' } @{ (status_of('llm') // {})->{peers} // [] };
+           $queued = $pp ? $pp->{worker}{queued_prefill_tokens} : undef;
+           defined $queued && $queued == 0 }, 1),
+       'p3\'s heartbeat reports no queued prefill tokens (' . ($queued // 'none') . ')');
 
     my $next = nginx_request(completion(words(300, 52), 4));
     is($next->{status}, 200, 'the next long request is served');
     is($next->{headers}{'x-llmd-upstream'}, $other->{addr}, "by $other->{name}");
-    TODO: {
-        local $TODO = 'worker: queued_prefill_tokens stays stale once the engine is idle';
-        is($next->{headers}{'x-llmd-pd'}, 'remote', 'prefilled on p3');
-    }
+    is($next->{headers}{'x-llmd-pd'}, 'remote', 'prefilled on p3');
     ok(wait_for('p3 pages free', sub { (metrics($p3)->{usage} // -1) == 0 }, 3), 'p3: pages free again');
 }
 

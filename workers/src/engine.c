@@ -393,8 +393,18 @@ static void update_gauges(struct engine *e)
                           memory_order_relaxed);
     atomic_store_explicit(&m->preemptions, e->sched.preemptions,
                           memory_order_relaxed);
-    engine_stats_publish(&e->stats,
-                         engine_stats_queued_prefill(&e->stats, &e->sched));
+    {
+        uint64_t queued;
+
+        /* about to sleep: count afresh, or a stale backlog stays in the
+         * heartbeat until the next request wakes the engine */
+        if (!e->progressed || sched_idle(&e->sched))
+            e->stats.queued_at = 0;
+        queued = engine_stats_queued_prefill(&e->stats, &e->sched);
+        atomic_store_explicit(&m->queued_prefill_tokens, queued,
+                              memory_order_relaxed);
+        engine_stats_publish(&e->stats, queued);
+    }
 }
 
 static void *engine_main(void *arg)

@@ -124,12 +124,16 @@ uint64_t engine_stats_queued_prefill(struct engine_stats *s,
 
     for (int i = 0; i < sched->n_running; i++) {
         const struct worker_request *r = sched->running[i];
+        /* a prefill worker computes these, not this one */
+        if (r->pd_state == PD_WAITING)
+            continue;
         if (r->num_computed < r->n_prompt)
             n += (uint64_t) (r->n_prompt - r->num_computed);
     }
     /* waiting requests (preempted ones too) start over at admission */
     for (int i = 0; i < sched->n_waiting; i++)
-        n += uncached_prompt_tokens(sched->kv, sched->waiting[i]);
+        if (sched->waiting[i]->pd_state != PD_PENDING)
+            n += uncached_prompt_tokens(sched->kv, sched->waiting[i]);
 
     s->queued_at = now;
     s->queued_prefill = n;

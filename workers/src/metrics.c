@@ -144,6 +144,10 @@ char *metrics_render(struct worker_metrics *m, const char *model_name,
     render_scalar(f, "vllm:num_requests_waiting", "gauge",
                   "Number of requests waiting to be processed.", label,
                   (double) atomic_load(&m->waiting));
+    render_scalar(f, "llmd:num_prefill_tokens_queued", "gauge",
+                  "Prompt tokens of waiting and running requests not yet "
+                  "computed: the prefill backlog autoscalers act on.", label,
+                  (double) load(&m->queued_prefill_tokens));
     render_scalar(f, "vllm:kv_cache_usage_perc", "gauge",
                   "KV-cache usage. 1 means 100 percent usage.", label, usage);
     render_scalar(f, "vllm:gpu_cache_usage_perc", "gauge",

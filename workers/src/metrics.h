@@ -30,6 +30,7 @@ struct worker_metrics {
     atomic_int_fast64_t  running;
     atomic_int_fast64_t  waiting;
     atomic_uint_fast64_t kv_used_blocks;
+    atomic_uint_fast64_t queued_prefill_tokens; /* prompt tokens not computed yet */
     uint64_t             kv_total_blocks;
     int                  block_tokens;
 

@@ -76,6 +76,7 @@ async function metrics(w) {
     checked: get('\\nllmd:sim_kv_checked_tokens_total (\\S+)'),
     mismatched: get('\\nllmd:sim_kv_mismatched_tokens_total (\\S+)'),
     running: get('vllm:num_requests_running\\{[^}]*\\} (\\S+)'),
+    queued: get('llmd:num_prefill_tokens_queued\\{[^}]*\\} (\\S+)'),
   };
 }
 
@@ -211,6 +212,7 @@ async function testKillPrefill(policy) {
   const pending = complete(d, body, remote(p));
   await sleep(400);
   const mid = await metrics(d);
+  const pmid = await metrics(p);
   p.proc.kill('SIGKILL');
   const t0 = Date.now();
   const res = await pending;
@@ -227,6 +229,8 @@ async function testKillPrefill(policy) {
   }
   check(`${policy}: the request was still waiting for its KV when the prefill died`,
     mid.landed === 0 && mid.running === 1, JSON.stringify(mid));
+  check(`${policy}: the prefill backlog gauge counts it on the prefill worker, not the decode worker`,
+    pmid.queued > 0 && mid.queued === 0, `prefill ${pmid.queued}, decode ${mid.queued}`);
   check(`${policy}: the loss is noticed at once`, Date.now() - t0 < 3000, `${Date.now() - t0} ms`);
   check(`${policy}: the decode log names the lost connection`,
     /connection to prefill worker \S+ lost/.test(d.log()), d.log());
