@@ -65,7 +65,9 @@ __global__ void __launch_bounds__(SAMPLE_THREADS) sample_kernel(
     for (int i = threadIdx.x; i < vocab; i += blockDim.x)
         better_of(&best, &best_i, x[i], i);
     block_argmax(&best, &best_i, scratch, iscratch);
-    if (temp <= 0) {
+    if (best_i >= vocab)        /* every logit NaN or -inf: some valid id */
+        best_i = 0;
+    if (temp <= 0 || best == -INFINITY) {
         if (threadIdx.x == 0)
             tokens[r] = best_i;
         return;
