@@ -17,11 +17,13 @@ my @pids;
 my @ports = map { rand_port($_) } 1 .. 3;
 
 sub start_workers {
+    # named in the parent: a child's servroot() would carry its own pid
+    my $logs = servroot();
     for my $i (0 .. 2) {
         my $pid = fork();
         die "fork: $!" unless defined $pid;
         if ($pid == 0) {
-            open STDOUT, '>>', servroot() . ".worker$i.log";
+            open STDOUT, '>>', "$logs.worker$i.log";
             open STDERR, '>&', \*STDOUT;
             exec $worker, '--listen', "127.0.0.1:$ports[$i]", '--backend', 'sim',
                  '--model-name', 'm', '--speed', '1', '--worker-id', "w$i",
@@ -164,4 +166,7 @@ if ($ENV{TEST_NGINX_CHECK_SANITIZER}) {
 nginx_stop();
 stop_workers();
 redis_stop();
+unless ($ENV{TEST_NGINX_KEEP} || !Test::More->builder->is_passing) {
+    unlink servroot() . ".worker$_.log" for 0 .. 2;
+}
 done_testing();
