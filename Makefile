@@ -29,7 +29,7 @@ ASAN_NGINX    = $(BUILD)/asan/objs/nginx
 HAVE_WORKERS  = $(wildcard workers/Makefile)
 
 .PHONY: all module workers tools bench-tool test-bench test-deploy bench-smoke \
-        bench-gateway bench-worker bench-fleet-state bench-decision test test-common test-module test-asan \
+        bench-gateway bench-worker bench-fleet-state bench-decision bench-pd test test-common test-module test-asan \
         test-workers asan demo bench clean
 
 all: module workers tools bench-tool
@@ -153,6 +153,10 @@ bench-fleet-state: module
 
 bench-decision: module
 	scripts/bench-decision.sh
+
+# disaggregated prefill/decode: transport, exposed time, end-to-end ITL
+bench-pd: all
+	/usr/bin/python3 scripts/bench/pd.py --out $(or $(BENCH_OUT),bench/results/pd) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD)

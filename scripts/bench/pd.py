@@ -6,13 +6,15 @@
 2. exposed time and overlap: a prefill and a decode worker with an
    8B-shaped KV (32 layers, 8 KV heads, head_dim 128, bf16: 128 KiB per
    token) and the llama3-8b-h100 sim profile's prefill times; prompts of
-   1k and 4k tokens prefilled remotely; from the decode worker's metrics:
+   1k and 4k tokens prefilled remotely, at the profile's speed and at half
+   of it (a link faster than the prefill); from the decode worker's metrics:
    the exposed time (prefill's last layer -> decode can schedule) per 1k
    tokens and the share of bytes sent before the prefill's last layer;
 3. end to end: the benchmark's mixed workload through nginx against three
    colocated workers, then against one prefill + two decode workers with
-   llmd_pd; inter-token latency (p50/p90/p99) of the short requests and
-   TTFT of all, from llmd-bench's per-request records.
+   llmd_pd at each --thresholds value; inter-token latency (p50 to max) of
+   the short requests and TTFT of all, from llmd-bench's per-request
+   records.
 
     scripts/bench/pd.py --out bench/results/pd [--smoke]
 
@@ -133,12 +135,14 @@ def full_kv_profile(work):
     return path
 
 
-def exposed(args, work):
+def exposed(args, work, speed):
+    work = os.path.join(work, "exposed-%g" % speed)
+    os.makedirs(work, exist_ok=True)
     procs = Procs(work)
     prof = full_kv_profile(work)
     sizes = [int(x) for x in args.exposed_tokens.split(",")]
     blocks = max(sizes) // 16 + 64
-    common = ["--backend", "sim", "--sim-profile", prof, "--speed", "1",
+    common = ["--backend", "sim", "--sim-profile", prof, "--speed", str(speed),
               "--kv-blocks", str(blocks), "--max-model-len", str(max(sizes) + 64)]
     rows = []
     try:
@@ -190,7 +194,8 @@ def exposed(args, work):
             continue
         med = rs[len(rs) // 2]
         summary.append({
-            "tokens": n, "runs": len(rs), "mib": round(med["bytes"] / 2**20, 1),
+            "speed": speed, "tokens": n, "runs": len(rs),
+            "mib": round(med["bytes"] / 2**20, 1),
             "exposed_ms_median": round(med["exposed_ms"], 3),
             "exposed_ms_per_1k_tokens": round(med["exposed_ms"] * 1000 / n, 3),
             "early_share_median": round(sorted(r["early_share"] for r in rs)[len(rs) // 2], 4),
@@ -243,8 +248,8 @@ def percentile(xs, p):
     return xs[min(len(xs) - 1, int(p / 100.0 * len(xs)))]
 
 
-def end_to_end(args, work, mode):
-    d = os.path.join(work, "e2e-" + mode)
+def end_to_end(args, work, mode, threshold):
+    d = os.path.join(work, "e2e-%s-%d" % (mode, threshold))
     os.makedirs(d, exist_ok=True)
     redis = os.path.join(d, "redis.sock")
     procs = Procs(d)
@@ -270,7 +275,7 @@ def end_to_end(args, work, mode):
             url = procs.worker("%s-%d" % (role, i), common + ["--role", role] + extra)
             if role != "prefill":
                 decode_urls.append(url)
-        pd = ("llmd_pd threshold=%d max_queue=%d;" % (args.threshold, args.threshold * 16)
+        pd = ("llmd_pd threshold=%d max_queue=%d;" % (threshold, 65536)
               if mode == "disaggregated" else "")
         with open(conf, "w") as f:
             f.write(NGINX_CONF % {"module": MODULE, "d": d, "redis": redis,
@@ -293,18 +298,24 @@ def end_to_end(args, work, mode):
                         "--out", out, "--summary", summ],
                        check=True, stdout=subprocess.DEVNULL)
         recs = [json.loads(line) for line in open(out)]
-        short = [r for r in recs if r.get("prompt_tokens", 0) < args.threshold]
+        # short: the RAG-style lookups, whatever the threshold
+        short = [r for r in recs if r.get("tag") == "short"]
         gaps = [g for r in short for g in r.get("itl_ms", [])]
         ttft = [r["ttft_ms"] for r in recs if r.get("ttft_ms") is not None]
         landed = sum(metric(get(u + "/metrics"), "llmd:kv_transfers_total",
                             'outcome="landed"') for u in decode_urls)
         ok = sum(1 for r in recs if r.get("status") == 200)
         return {
-            "mode": mode, "requests": len(recs), "ok": ok,
+            "mode": mode, "threshold": threshold if mode == "disaggregated" else None,
+            "requests": len(recs), "ok": ok,
             "short_requests": len(short),
             "short_itl_ms_p50": round(percentile(gaps, 50), 2),
             "short_itl_ms_p90": round(percentile(gaps, 90), 2),
             "short_itl_ms_p99": round(percentile(gaps, 99), 2),
+            "short_itl_ms_p999": round(percentile(gaps, 99.9), 2),
+            "short_itl_ms_max": round(max(gaps) if gaps else 0, 2),
+            "short_gaps_over_50ms": sum(1 for g in gaps if g > 50),
+            "short_gaps": len(gaps),
             "ttft_ms_p50": round(percentile(ttft, 50), 1),
             "ttft_ms_p90": round(percentile(ttft, 90), 1),
             "remote_prefills": int(landed),
@@ -324,10 +335,14 @@ def main():
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--transport-tokens", default="128,1024,4096")
     ap.add_argument("--exposed-tokens", default="1024,4096")
+    ap.add_argument("--exposed-speeds", default="1,2",
+                    help="sim time scales of the prefill: 2 = a prefill half "
+                         "as fast as the profile's H100")
     ap.add_argument("--rate", type=float, default=3.0)
     ap.add_argument("--duration", type=float, default=40)
     ap.add_argument("--speed", type=float, default=1.0)
-    ap.add_argument("--threshold", type=int, default=1024)
+    ap.add_argument("--thresholds", default="1024,256",
+                    help="llmd_pd thresholds of the disaggregated runs")
     ap.add_argument("--long-fraction", type=float, default=0.15)
     ap.add_argument("--long-min", type=int, default=3000)
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
@@ -338,22 +353,32 @@ def main():
         args.duration, args.rate = 4, 2.0
     os.makedirs(args.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="llmd-pd-bench-")
-    result = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}}
+    summary_path = os.path.join(args.out, "summary.json")
+    result = {}
+    if os.path.exists(summary_path):
+        # a run of some parts keeps the other parts' figures
+        with open(summary_path) as f:
+            result = json.load(f)
+    result["machine"] = {"cpus": os.cpu_count(), "kernel": os.uname().release}
     parts = args.parts.split(",")
     if "transport" in parts:
         result["transport"] = transport(args)
         print(json.dumps({"transport": result["transport"]}), flush=True)
     if "exposed" in parts:
-        result["exposed"], rows = exposed(args, work)
+        result["exposed"] = []
         with open(os.path.join(args.out, "exposed.jsonl"), "w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+            for speed in args.exposed_speeds.split(","):
+                summ, rows = exposed(args, work, float(speed))
+                result["exposed"] += summ
+                for r in rows:
+                    f.write(json.dumps(dict(r, speed=float(speed))) + "\n")
         print(json.dumps({"exposed": result["exposed"]}), flush=True)
     if "e2e" in parts:
-        result["end_to_end"] = [end_to_end(args, work, m)
-                                for m in ("colocated", "disaggregated")]
+        result["end_to_end"] = [end_to_end(args, work, "colocated", 0)] + [
+            end_to_end(args, work, "disaggregated", int(t))
+            for t in args.thresholds.split(",")]
         print(json.dumps({"end_to_end": result["end_to_end"]}), flush=True)
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
+    with open(summary_path, "w") as f:
         json.dump(result, f, indent=1)
     if not args.keep:
         subprocess.run(["rm", "-rf", work])
