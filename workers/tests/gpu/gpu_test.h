@@ -15,8 +15,9 @@
 
 static int gpu_failures, gpu_checks;
 
-/* Exit 0 with a SKIP line when no device can run the tests; with --probe
- * as the only argument, just tell (exit 0: a device, 1: none). */
+/* Exit 0 with a SKIP line when no device can run the tests (none visible,
+ * or older than this build's kernels); with --probe as the only argument,
+ * just tell (exit 0: a device, 1: none). */
 static void gpu_require_device(const char *name, int argc, char **argv)
 {
     int n = 0;
@@ -24,6 +25,16 @@ static void gpu_require_device(const char *name, int argc, char **argv)
     int probe = argc > 1 && strcmp(argv[1], "--probe") == 0;
 
     if (rc == cudaSuccess && n > 0) {
+        struct cudaDeviceProp prop;
+
+        /* the kernels are sm_90 code and compute_90 PTX (cuda.mk) */
+        if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess && prop.major < 9) {
+            if (probe)
+                exit(1);
+            printf("SKIP: device 0 (%s) has compute capability %d.%d; the kernels "
+                   "need 9.0 or newer: %s\n", prop.name, prop.major, prop.minor, name);
+            exit(0);
+        }
         if (probe)
             exit(0);
         return;
