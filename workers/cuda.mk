@@ -35,7 +35,7 @@ CUDA_OBJS := $(CUDA_KERNEL_OBJS) $(patsubst src/backends/%.c,$(B)/cuda/%.o,$(CUD
 # host side is
 CUDA_ASAN_OBJS := $(CUDA_KERNEL_OBJS) $(patsubst src/backends/%.c,$(B)/cuda-asan/%.o,$(CUDA_HOST))
 CUDA_LIBS := -L$(CUDA_ROOT)/lib64 -Wl,-rpath,$(CUDA_ROOT)/lib64 \
-             -lcublas -lcublasLt -lcudart -lstdc++
+             -lcublas -lcublasLt -lcudart -lnccl -lstdc++
 
 $(B)/cuda/%.o: src/backends/%.cu $(CUDA_HDRS)
 	@mkdir -p $(dir $@)
@@ -80,7 +80,7 @@ endif
 CUDA_STAMP := $(B)/cuda-config
 $(shell mkdir -p $(B) && (echo '$(CUDA_DEFS)' | cmp -s - $(CUDA_STAMP) \
         || echo '$(CUDA_DEFS)' > $(CUDA_STAMP)))
-$(foreach o,backend config model_bench,$(B)/obj/$(o).o $(B)/asan/$(o).o) \
+$(foreach o,backend config model_bench pd/pd_transport,$(B)/obj/$(o).o $(B)/asan/$(o).o) \
 $(patsubst tests/unit/%.c,$(B)/asan/tests/%.o,$(wildcard tests/unit/*.c)): $(CUDA_STAMP)
 
 .PHONY: gpu-test

@@ -338,7 +338,7 @@ int pd_conn_read(struct pd_conn *c, const struct pd_reader_ops *ops,
             if (rc == 0)
                 return 0;
             pd_get_hdr(c->hdr, &c->cur);
-            if (c->cur.type < PD_HELLO || c->cur.type > PD_FAILED) {
+            if (c->cur.type < PD_HELLO || c->cur.type > PD_RUNS) {
                 *why = "unknown frame type";
                 return -1;
             }
@@ -472,6 +472,11 @@ static int read_all(int fd, uint8_t *p, size_t len, double deadline)
         return -1;
     }
     return 0;
+}
+
+int pd_conn_read_exact(int fd, void *buf, size_t len, int timeout_ms)
+{
+    return read_all(fd, buf, len, now_seconds() + timeout_ms / 1000.0);
 }
 
 int pd_conn_read_frame(int fd, struct pd_frame_hdr *h, uint8_t *payload,

@@ -110,6 +110,7 @@ int pd_conn_read(struct pd_conn *c, const struct pd_reader_ops *ops,
 int pd_conn_write_all(int fd, const void *buf, size_t len, int timeout_ms);
 int pd_conn_read_frame(int fd, struct pd_frame_hdr *h, uint8_t *payload,
     size_t cap, int timeout_ms);
+int pd_conn_read_exact(int fd, void *buf, size_t len, int timeout_ms);
 
 /* connect to host:port with a deadline; the fd or -1 with *why */
 int pd_connect(const char *hostport, int timeout_ms, const char **why);

@@ -27,6 +27,7 @@
 #include "../clock.h"
 #include "../engine.h"
 #include "pd_conn.h"
+#include "pd_transport.h"
 
 struct pd_client {
     struct engine      *engine;
@@ -48,6 +49,8 @@ struct pd_peer {
     struct pd_xfer     *active;         /* its thread only */
     struct pd_conn      conn;
     bool                connected;
+    const struct pd_transport_ops *t;   /* chosen by the prefill worker */
+    struct pd_link     *link;
 };
 
 struct pd_xfer {
@@ -151,35 +154,44 @@ static void fail_xfer(struct pd_peer *p, struct pd_xfer *x, const char *why,
 /* ------------------------------------------------------------------------ */
 /* reading: the pages, then DONE or FAILED */
 
+/* The bytes a run goes to, if every block it touches is one of the
+ * transfer's; NULL otherwise. */
+static uint8_t *run_dest(const struct pd_peer *p, const struct pd_xfer *x,
+    const struct pd_seg *seg)
+{
+    struct kv_manager *kv = &p->client->engine->kv;
+    size_t bb = kv->block_bytes;
+    size_t start = (size_t) seg->dst_block * bb + seg->offset;
+    size_t end = start + seg->len;
+
+    if (seg->len == 0 || seg->dst_block >= (uint32_t) kv->geo.num_blocks
+        || end > (size_t) kv->geo.num_blocks * bb)
+        return NULL;
+    for (size_t b = start / bb; b <= (end - 1) / bb; b++) {
+        int32_t key = (int32_t) b;
+        if (!bsearch(&key, x->dst_sorted, x->n_dst, sizeof(int32_t), cmp_i32))
+            return NULL;
+    }
+    return kv->pool + start;
+}
+
 static uint8_t *data_dest(void *arg, uint64_t id, const struct pd_seg *seg,
     bool *bad)
 {
     struct pd_peer *p = arg;
     struct pd_xfer *x = find_active(p, id);
-    struct kv_manager *kv = &p->client->engine->kv;
-    size_t bb = kv->block_bytes;
-    size_t start, end;
+    uint8_t *dst;
 
     if (x == NULL || x->fail_pending)
         return NULL;                    /* aborted: read and dropped */
     x->in_frame = true;
-    start = (size_t) seg->dst_block * bb + seg->offset;
-    end = start + seg->len;
-    if (seg->len == 0 || seg->dst_block >= (uint32_t) kv->geo.num_blocks
-        || end > (size_t) kv->geo.num_blocks * bb) {
+    dst = run_dest(p, x, seg);
+    if (dst == NULL)
         *bad = true;
-        return NULL;
-    }
-    /* every block the run touches must be one of the transfer's */
-    for (size_t b = start / bb; b <= (end - 1) / bb; b++) {
-        int32_t key = (int32_t) b;
-        if (!bsearch(&key, x->dst_sorted, x->n_dst, sizeof(int32_t), cmp_i32)) {
-            *bad = true;
-            return NULL;
-        }
-    }
-    return kv->pool + start;
+    return dst;
 }
+
+static void note_arrival(struct pd_xfer *x, size_t bytes);
 
 static void data_end(void *arg, uint64_t id, size_t bytes)
 {
@@ -189,6 +201,40 @@ static void data_end(void *arg, uint64_t id, size_t bytes)
     if (x == NULL)
         return;
     x->in_frame = false;
+    note_arrival(x, bytes);
+    if (x->fail_pending) {
+        remove_active(p, x);
+        land(x, false, x->fail_pending);
+    }
+}
+
+/* RUNS: a transport moving the bytes out of band announced these runs */
+static int on_runs(struct pd_peer *p, struct pd_xfer *x, const uint8_t *payload,
+    uint32_t len)
+{
+    struct pd_seg seg[PD_MAX_SEGS];
+    uint8_t *dst[PD_MAX_SEGS];
+    uint32_t n = len >= 4 ? pd_le32(payload) : 0;
+    size_t bytes = 0;
+
+    if (n == 0 || n > PD_MAX_SEGS || len != 4 + 12 * (size_t) n)
+        return -1;
+    for (uint32_t i = 0; i < n; i++) {
+        pd_get_seg(payload + 4 + 12 * (size_t) i, &seg[i]);
+        if ((dst[i] = run_dest(p, x, &seg[i])) == NULL)
+            return -1;
+        bytes += seg[i].len;
+    }
+    if (p->t->pull && p->t->pull(p->link, x->id, seg, dst, (int) n) != 0) {
+        fail_xfer(p, x, "the transport could not receive the pages", true);
+        return 0;
+    }
+    note_arrival(x, bytes);
+    return 0;
+}
+
+static void note_arrival(struct pd_xfer *x, size_t bytes)
+{
     x->bytes += bytes;
     if (x->n_arrived == x->cap_arrived) {
         int cap = x->cap_arrived ? 2 * x->cap_arrived : 64;
@@ -208,10 +254,6 @@ static void data_end(void *arg, uint64_t id, size_t bytes)
                                       + (uint64_t) ts.tv_nsec;
         x->arrived_bytes[x->n_arrived++] = x->bytes;
     }
-    if (x->fail_pending) {
-        remove_active(p, x);
-        land(x, false, x->fail_pending);
-    }
 }
 
 static int on_frame(void *arg, const struct pd_frame_hdr *h, uint8_t *payload)
@@ -219,10 +261,12 @@ static int on_frame(void *arg, const struct pd_frame_hdr *h, uint8_t *payload)
     struct pd_peer *p = arg;
     struct pd_xfer *x = find_active(p, h->xfer);
 
-    if (h->type != PD_DONE && h->type != PD_FAILED)
+    if (h->type != PD_DONE && h->type != PD_FAILED && h->type != PD_RUNS)
         return -1;
     if (x == NULL)
         return 0;                       /* ended here already */
+    if (h->type == PD_RUNS)
+        return x->fail_pending ? 0 : on_runs(p, x, payload, h->len);
     if (h->type == PD_FAILED) {
         fprintf(stderr, "llmd-worker: kv transfer %016" PRIx64 ": prefill "
                 "worker %s failed it: %.*s\n", x->id, p->addr,
@@ -245,6 +289,10 @@ static int on_frame(void *arg, const struct pd_frame_hdr *h, uint8_t *payload)
                     x->bytes);
             fail_xfer(p, x, "pages missing from the transfer", false);
             return 0;
+        }
+        if (p->t->fence && p->t->fence(p->link, p->client->timeout_ms) != 0) {
+            fail_xfer(p, x, "the transport did not complete", false);
+            return -1;                  /* the pair is unusable: close it */
         }
         clock_gettime(CLOCK_MONOTONIC, &ts);
         now_ns = (uint64_t) ts.tv_sec * 1000000000ull + (uint64_t) ts.tv_nsec;
@@ -274,8 +322,9 @@ static int pair(struct pd_peer *p, const char **why)
     struct pd_client *c = p->client;
     struct pd_hello ours = {
         .version = PD_VERSION, .layout_hash = c->layout_hash,
-        .layout = c->layout, .transports = PD_TRANSPORT_TCP,
+        .layout = c->layout,
     }, theirs;
+    char setup_why[256];
     uint8_t buf[PD_HDR_BYTES + 512];
     struct pd_frame_hdr h;
     size_t n;
@@ -284,6 +333,7 @@ static int pair(struct pd_peer *p, const char **why)
     if (fd < 0)
         return -1;
     snprintf(ours.worker_id, sizeof(ours.worker_id), "%s", c->worker_id);
+    pd_transport_identity(&c->engine->kv, &ours);
     n = pd_put_hello(buf + PD_HDR_BYTES, &ours);
     pd_put_hdr(buf, PD_HELLO, (uint32_t) n, 0);
     if (pd_conn_write_all(fd, buf, PD_HDR_BYTES + n, 2000) != 0
@@ -303,8 +353,18 @@ static int pair(struct pd_peer *p, const char **why)
         return -1;
     }
     if (h.type != PD_HELLO_OK || pd_get_hello(buf, h.len, &theirs) != 0
-        || theirs.layout_hash != c->layout_hash) {
+        || theirs.layout_hash != c->layout_hash
+        || (p->t = pd_transport_by_bit(theirs.transports)) == NULL
+        || !(ours.transports & p->t->bit)) {
         *why = "bad HELLO_OK";
+        close(fd);
+        return -1;
+    }
+    if (p->t->connect && p->t->connect(&p->link, fd, &c->engine->kv, &theirs,
+                                       10000, setup_why, sizeof(setup_why)) != 0) {
+        fprintf(stderr, "llmd-worker: kv transfer: %s setup with prefill "
+                "worker %s failed: %s\n", p->t->name, p->addr, setup_why);
+        *why = "transport setup failed";
         close(fd);
         return -1;
     }
@@ -315,7 +375,7 @@ static int pair(struct pd_peer *p, const char **why)
     }
     p->connected = true;
     fprintf(stderr, "llmd-worker: kv transfer: paired with prefill worker %s "
-            "(%s, tcp)\n", theirs.worker_id, p->addr);
+            "(%s, %s)\n", theirs.worker_id, p->addr, p->t->name);
     return 0;
 }
 
@@ -452,6 +512,9 @@ static void *peer_main(void *arg)
     }
     if (p->connected)
         pd_conn_destroy(&p->conn);
+    /* every transfer has landed: nothing writes through the link now */
+    if (p->t && p->t->close && p->link)
+        p->t->close(p->link);
     close(p->wake_fd);
     free(p);
     return NULL;

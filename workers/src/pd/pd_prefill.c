@@ -28,6 +28,7 @@
 #include "../engine.h"
 #include "../prefix_claim.h"
 #include "pd_conn.h"
+#include "pd_transport.h"
 
 struct pd_server {
     struct engine      *engine;
@@ -44,6 +45,8 @@ struct pd_server {
 struct pd_pconn {
     struct pd_server   *srv;
     struct pd_conn      conn;
+    const struct pd_transport_ops *t;   /* chosen at the handshake */
+    struct pd_link     *link;
     pthread_mutex_t     lock;
     struct pd_source   *sources;
     atomic_int          refs;
@@ -79,6 +82,9 @@ static void pc_unref(struct pd_pconn *pc)
 {
     if (atomic_fetch_sub(&pc->refs, 1) != 1)
         return;
+    /* the last source is gone: no push can reach the link any more */
+    if (pc->t && pc->t->close && pc->link)
+        pc->t->close(pc->link);
     pthread_mutex_destroy(&pc->lock);
     free(pc);
 }
@@ -144,37 +150,17 @@ struct frame_builder {
 
 static void builder_flush(struct frame_builder *fb)
 {
-    struct pd_out *o;
-    size_t bytes = 0, head = 4 + 12 * (size_t) fb->n;
+    struct pd_pconn *pc = fb->src->pc;
+    long bytes;
 
     if (fb->n == 0)
         return;
-    o = calloc(1, sizeof(*o));
-    if (o == NULL || (o->head = malloc(PD_HDR_BYTES + head)) == NULL
-        || (o->iov = malloc(sizeof(*o->iov) * (size_t) fb->n)) == NULL) {
-        /* out of memory: the decode worker sees a short transfer fail at
-         * DONE time (its byte count) rather than wrong pages */
-        pd_out_free(o);
-        fb->n = 0;
-        return;
-    }
-    for (int i = 0; i < fb->n; i++)
-        bytes += fb->seg[i].len;
-    pd_put_hdr(o->head, PD_DATA, (uint32_t) (head + bytes), fb->src->xfer);
-    pd_put32(o->head + PD_HDR_BYTES, (uint32_t) fb->n);
-    for (int i = 0; i < fb->n; i++)
-        pd_put_seg(o->head + PD_HDR_BYTES + 4 + 12 * (size_t) i, &fb->seg[i]);
-    memcpy(o->iov, fb->iov, sizeof(*o->iov) * (size_t) fb->n);
-    o->n_iov = fb->n;
-    o->head_len = PD_HDR_BYTES + head;
-    o->total = o->head_len + bytes;
-    o->xfer = fb->src->xfer;
-    o->done = on_data_written;
-    o->arg = fb->src;
-    if (pd_conn_post(&fb->src->pc->conn, o) != 0)
-        pd_out_free(o);         /* the connection is gone; end() cleans up */
-    else
-        fb->src->bytes_queued += bytes;
+    bytes = pc->t->push(pc->link, &pc->conn, fb->src->xfer, fb->seg, fb->iov,
+                        fb->n, on_data_written, fb->src);
+    /* on failure the decode worker sees a short transfer at DONE (its byte
+     * count) rather than wrong pages; a closed connection ends it anyway */
+    if (bytes > 0)
+        fb->src->bytes_queued += (uint64_t) bytes;
     fb->n = 0;
 }
 
@@ -272,6 +258,13 @@ void pd_source_end(struct pd_source *src, struct worker_request *r, bool ok)
     struct pd_out *o;
     int posted = -1;
 
+    /* a transport copying out of band must be done before DONE says so */
+    if (ok && pc->t && pc->t->fence
+        && pc->t->fence(pc->link, pc->srv->lease_ms) != 0) {
+        fprintf(stderr, "llmd-worker: kv transfer %016llx: the %s transport "
+                "did not complete\n", (unsigned long long) src->xfer, pc->t->name);
+        ok = false;
+    }
     if (ok) {
         struct pd_done_msg m = {
             /* the moment the final step's last layer was computed */
@@ -483,10 +476,12 @@ static int handshake(struct pd_pconn *pc)
     struct pd_frame_hdr h;
     struct pd_hello theirs, ours = {
         .version = PD_VERSION, .layout_hash = srv->layout_hash,
-        .layout = srv->layout, .transports = PD_TRANSPORT_TCP,
+        .layout = srv->layout,
     };
     char why[400] = "";
     size_t n;
+
+    pd_transport_identity(&srv->engine->kv, &ours);
 
     if (pd_conn_read_frame(pc->conn.fd, &h, buf, sizeof(buf), 5000) != 0
         || h.type != PD_HELLO || pd_get_hello(buf, h.len, &theirs) != 0) {
@@ -505,9 +500,8 @@ static int handshake(struct pd_pconn *pc)
         pd_layout_str(&theirs.layout, b, sizeof(b));
         snprintf(why, sizeof(why), "KV layout mismatch: prefill has %s, "
                  "decode has %s", a, b);
-    } else if (!(theirs.transports & PD_TRANSPORT_TCP)) {
-        snprintf(why, sizeof(why), "no common transport (offered 0x%x, "
-                 "this worker has tcp)", theirs.transports);
+    } else {
+        pc->t = pd_transport_choose(&ours, &theirs, why, sizeof(why));
     }
     if (why[0]) {
         fprintf(stderr, "llmd-worker: kv transfer: refusing decode worker %s "
@@ -519,9 +513,23 @@ static int handshake(struct pd_pconn *pc)
         return -1;
     }
     snprintf(ours.worker_id, sizeof(ours.worker_id), "%s", srv->worker_id);
+    ours.transports = pc->t->bit;
     n = pd_put_hello(out + PD_HDR_BYTES, &ours);
     pd_put_hdr(out, PD_HELLO_OK, (uint32_t) n, 0);
-    return pd_conn_write_all(pc->conn.fd, out, PD_HDR_BYTES + n, 5000);
+    if (pd_conn_write_all(pc->conn.fd, out, PD_HDR_BYTES + n, 5000) != 0)
+        return -1;
+    if (pc->t->accept) {
+        /* the socket is non-blocking: the setup helpers poll with deadlines */
+        if (pc->t->accept(&pc->link, pc->conn.fd, &srv->engine->kv, &theirs,
+                          10000, why, sizeof(why)) != 0) {
+            fprintf(stderr, "llmd-worker: kv transfer: %s setup with decode "
+                    "worker %s failed: %s\n", pc->t->name, theirs.worker_id, why);
+            return -1;
+        }
+    }
+    fprintf(stderr, "llmd-worker: kv transfer: paired with decode worker %s "
+            "(%s, %s)\n", theirs.worker_id, pc->conn.peer, pc->t->name);
+    return 0;
 }
 
 static void *conn_main(void *arg)

@@ -83,9 +83,12 @@ void pd_get_hdr(const uint8_t *p, struct pd_frame_hdr *h)
 
 /* ---- HELLO / HELLO_OK: version, hash, layout, transports, id ---- */
 
+/* the first version's HELLO, then the page location */
+#define PD_HELLO_BASE   (4 + 8 + 5 * 4 + 4 + PD_ID_MAX)
+
 size_t pd_hello_size(void)
 {
-    return 4 + 8 + 5 * 4 + 4 + PD_ID_MAX;
+    return PD_HELLO_BASE + 8 + 4 + 16;
 }
 
 size_t pd_put_hello(uint8_t *buf, const struct pd_hello *m)
@@ -102,6 +105,10 @@ size_t pd_put_hello(uint8_t *buf, const struct pd_hello *m)
     pd_put32(p, m->transports); p += 4;
     memset(p, 0, PD_ID_MAX);
     memcpy(p, m->worker_id, strnlen(m->worker_id, PD_ID_MAX - 1));
+    p += PD_ID_MAX;
+    pd_put64(p, m->host_id); p += 8;
+    pd_put32(p, m->on_device); p += 4;
+    memcpy(p, m->device_uuid, 16);
     return pd_hello_size();
 }
 
@@ -113,7 +120,7 @@ int pd_get_hello(const uint8_t *buf, size_t len, struct pd_hello *m)
     if (len < 4)
         return -1;
     m->version = pd_le32(p);
-    if (len < pd_hello_size())
+    if (len < PD_HELLO_BASE)
         return m->version != PD_VERSION ? 0 : -1;
     p += 4;
     m->layout_hash = pd_le64(p); p += 8;
@@ -125,6 +132,15 @@ int pd_get_hello(const uint8_t *buf, size_t len, struct pd_hello *m)
     m->transports = pd_le32(p); p += 4;
     memcpy(m->worker_id, p, PD_ID_MAX);
     m->worker_id[PD_ID_MAX - 1] = '\0';
+    p += PD_ID_MAX;
+    m->host_id = 0;
+    m->on_device = 0;
+    memset(m->device_uuid, 0, 16);
+    if (len >= pd_hello_size()) {
+        m->host_id = pd_le64(p); p += 8;
+        m->on_device = pd_le32(p); p += 4;
+        memcpy(m->device_uuid, p, 16);
+    }
     return 0;
 }
 

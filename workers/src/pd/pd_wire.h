@@ -8,7 +8,7 @@
  *   u8 type | u8 0 | u16 0 | u32 len | u64 xfer
  *
  * Decode -> prefill: HELLO, PREFILL, ABORT.
- * Prefill -> decode: HELLO_OK, HELLO_REFUSED, DATA, DONE, FAILED.
+ * Prefill -> decode: HELLO_OK, HELLO_REFUSED, DATA, RUNS, DONE, FAILED.
  */
 
 #ifndef LLMD_PD_WIRE_H
@@ -36,7 +36,8 @@ enum pd_frame_type {
     PD_ABORT,
     PD_DATA,
     PD_DONE,
-    PD_FAILED
+    PD_FAILED,
+    PD_RUNS             /* P->D: runs a GPU transport moves out of band */
 };
 
 /* transports a side can use; the handshake picks one per pair */
@@ -67,6 +68,11 @@ struct pd_hello {
     struct pd_layout    layout;
     uint32_t            transports;     /* HELLO: offered; OK: chosen */
     char                worker_id[PD_ID_MAX];
+    /* where the pages live, for choosing a transport: the machine, and
+     * the GPU when they are in device memory */
+    uint64_t            host_id;
+    uint32_t            on_device;
+    uint8_t             device_uuid[16];
 };
 
 /* PREFILL: compute tokens[0, n_tokens) and push the KV of blocks
