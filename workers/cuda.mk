@@ -60,8 +60,9 @@ $(B)/test-cuda-%: tests/gpu/test_cuda_%.c tests/gpu/gpu_test.h \
 # toolkit has it and a device is visible
 SANITIZER := $(or $(wildcard $(CUDA_ROOT)/bin/compute-sanitizer),$(shell command -v compute-sanitizer 2>/dev/null))
 
-gpu-test: $(GPU_TESTS)
+gpu-test: $(GPU_TESTS) $(B)/llmd-worker
 	@for t in $(GPU_TESTS); do ./$$t || exit 1; done
+	node tests/gpu/pd_cuda.mjs $(abspath $(B)/llmd-worker)
 	@if [ -n "$(SANITIZER)" ] && ./$(B)/test-cuda-kernels --probe; then \
 	    echo "# compute-sanitizer on the kernel tests"; \
 	    $(SANITIZER) --error-exitcode 1 --tool memcheck ./$(B)/test-cuda-kernels && \

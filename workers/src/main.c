@@ -53,15 +53,17 @@ int main(int argc, char **argv)
     }
     /* disaggregation: prefill workers listen for decode workers; the
      * others connect to the prefill worker a gateway names */
+#ifndef LLMD_HAVE_CUDA
     if (engine.kv.pool_release != NULL
         && (strcmp(cfg.role, "both") != 0 || cfg.kv_listen_port != 0)) {
         /* pages in GPU memory need the CUDA IPC or NCCL transport */
         fprintf(stderr, "llmd-worker: --role %s: this backend keeps its KV "
-                "pages in device memory, and this build moves KV pages over "
-                "TCP from host memory only\n", cfg.role);
+                "pages in device memory, and this build has no GPU "
+                "transport (built without CUDA)\n", cfg.role);
         engine_destroy(&engine);
         return 2;
     }
+#endif
     if (strcmp(cfg.role, "prefill") == 0 || cfg.kv_listen_port != 0) {
         if (pd_server_start(&engine.pd_server, &engine, &cfg, err,
                             sizeof(err)) != 0) {
@@ -72,7 +74,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "llmd-worker: KV transfer listener on %s\n",
                 pd_server_addr(engine.pd_server));
     }
-    if (strcmp(cfg.role, "prefill") != 0 && engine.kv.pool_release == NULL)
+    if (strcmp(cfg.role, "prefill") != 0)
         engine.pd_client = pd_client_new(&engine, &cfg);
     if (engine.backend.vocab != NULL) {
         /* a real model: its tokenizer and chat format shape the prompts */
