@@ -285,6 +285,7 @@ static bool run_step(struct engine *e)
     struct batch b;
     double now;
     bool streams;
+    int rc;
 
     sched_plan(&e->sched, &b);
     streams = pd_before_forward(e, &b);
@@ -306,13 +307,25 @@ static bool run_step(struct engine *e)
         e->backend.layer_done = on_layer_done;
         e->backend.layer_arg = e;
     }
-    e->backend.ops->forward(&e->backend, &b, e->next_tokens);
+    rc = e->backend.ops->forward(&e->backend, &b, e->next_tokens);
     if (streams) {
         /* a backend without the hook: every layer is done now */
         for (int l = 0; !e->layer_seen && l < e->kv.geo.num_layers; l++)
             on_layer_done(e, l);
         e->backend.layer_done = NULL;
         e->cur_batch = NULL;
+    }
+    if (rc != 0) {
+        /* the backend failed the step (a device error): its pages and
+         * tokens cannot be trusted, so the batch's requests end here with
+         * an error rather than with made-up text */
+        now = now_seconds();
+        for (int i = 0; i < b.n; i++) {
+            b.items[i].req->error = "the model backend failed";
+            b.items[i].req->pd_peer[0] = '\0';     /* not a transfer error */
+            finish_request(e, b.items[i].req, FINISH_ABORT, now);
+        }
+        return true;
     }
     sched_commit(&e->sched, &b);
     engine_stats_step(&e->stats, b.n_decode, b.n_prefill_tokens,

@@ -334,10 +334,13 @@ static void finish_plain(struct stream *st)
 
     if (wr->finish == FINISH_ABORT) {
         struct api_error err;
-        if (wr->error)
+        if (wr->error && wr->pd_peer[0])
             api_error_set(&err, 502, "server_error", NULL, "kv_transfer_failed",
                           "the KV transfer from the prefill worker failed: %s",
                           wr->error);
+        else if (wr->error)
+            api_error_set(&err, 500, "server_error", NULL, "backend_error",
+                          "%s", wr->error);
         else
             api_error_set(&err, 503, "server_error", NULL, NULL,
                           "the request was aborted by the worker");
