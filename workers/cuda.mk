@@ -56,6 +56,12 @@ $(B)/test-cuda-%: tests/gpu/test_cuda_%.c tests/gpu/gpu_test.h \
 	$(CC) $(STD) $(WARN) $(CFLAGS) $(PKG_CFLAGS) $(INCLUDES) $(CUDA_DEFS) -o $@ \
 	    $(filter-out %.h,$^) $(PKG_LIBS) $(CUDA_LIBS) -lpthread -lm
 
+# the cuda-ipc copy pattern against a device-to-device copy (bench-pd)
+$(B)/llmd-pd-bench-cuda: tools/pd_bench_cuda.c
+	$(CC) $(STD) $(WARN) $(CFLAGS) $(INCLUDES) $(CUDA_DEFS) -o $@ $< $(CUDA_LIBS)
+
+all: $(B)/llmd-pd-bench-cuda
+
 # compute-sanitizer (memcheck, then racecheck on the kernels) where the
 # toolkit has it and a device is visible
 SANITIZER := $(or $(wildcard $(CUDA_ROOT)/bin/compute-sanitizer),$(shell command -v compute-sanitizer 2>/dev/null))

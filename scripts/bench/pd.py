@@ -2,7 +2,9 @@
 """Disaggregated prefill/decode benchmark, three parts:
 
 1. transport: workers/build/llmd-pd-bench, the KV transfer's TCP transport
-   against raw loopback TCP in the same run (GB/s and ratio);
+   against raw loopback TCP in the same run (GB/s and ratio); on a GPU,
+   workers/build/llmd-pd-bench-cuda, the cuda-ipc copies against a
+   device-to-device copy and the time to move one layer (part "gpu");
 2. exposed time and overlap: a prefill and a decode worker with an
    8B-shaped KV (32 layers, 8 KV heads, head_dim 128, bf16: 128 KiB per
    token) and the llama3-8b-h100 sim profile's prefill times; prompts of
@@ -36,6 +38,7 @@ import urllib.request
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 WORKER = os.path.join(TOP, "workers/build/llmd-worker")
 PDBENCH = os.path.join(TOP, "workers/build/llmd-pd-bench")
+PDBENCH_CUDA = os.path.join(TOP, "workers/build/llmd-pd-bench-cuda")
 BENCH = os.path.join(TOP, "bench/build/llmd-bench")
 MODULE = os.path.join(TOP, "build/ngx/ngx_llmd_module.so")
 PROFILE = os.path.join(TOP, "workers/profiles/llama3-8b-h100.profile")
@@ -119,6 +122,18 @@ def transport(args):
                           "--repeat", str(args.repeat)],
                          check=True, capture_output=True, text=True).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def gpu_transport(args):
+    """cuda-ipc copies against a device-to-device copy, on a GPU."""
+    if not os.path.exists(PDBENCH_CUDA):
+        return {"skipped": "built without nvcc"}
+    out = subprocess.run([PDBENCH_CUDA, "--tokens", args.transport_tokens,
+                          "--repeat", str(args.repeat)],
+                         capture_output=True, text=True).stdout
+    if out.startswith("SKIP"):
+        return {"skipped": out.strip()}
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
 # ---------------------------------------------------------------- part 2
@@ -346,7 +361,7 @@ def main():
     ap.add_argument("--long-fraction", type=float, default=0.15)
     ap.add_argument("--long-min", type=int, default=3000)
     ap.add_argument("--keep", action="store_true", help="keep the work dir")
-    ap.add_argument("--parts", default="transport,exposed,e2e")
+    ap.add_argument("--parts", default="transport,gpu,exposed,e2e")
     args = ap.parse_args()
     if args.smoke:
         args.repeat, args.transport_tokens, args.exposed_tokens = 1, "128", "256"
@@ -364,6 +379,9 @@ def main():
     if "transport" in parts:
         result["transport"] = transport(args)
         print(json.dumps({"transport": result["transport"]}), flush=True)
+    if "gpu" in parts:
+        result["gpu_transport"] = gpu_transport(args)
+        print(json.dumps({"gpu_transport": result["gpu_transport"]}), flush=True)
     if "exposed" in parts:
         result["exposed"] = []
         with open(os.path.join(args.out, "exposed.jsonl"), "w") as f:
