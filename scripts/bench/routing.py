@@ -10,12 +10,20 @@ markdown table and PNG plots.
 
     scripts/bench/routing.py --out bench/results/NAME [--smoke] [options]
 
+Burst mode (--burst-sizes N1,N2,...; the default for the bursty workload):
+each rung sends --bursts bursts of N requests at once, the next burst when
+all of the previous one ended, instead of Poisson arrivals at a rate; rung k
+uses seed + k, so that no prompt of an earlier rung is still cached; no
+capacity is measured.  --bench-args passes further workload flags to
+llmd-bench (e.g. the mixed workload's lengths).
+
 Run it with Debian's /usr/bin/python3 (python3-matplotlib for the plots).
 """
 
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -235,7 +243,7 @@ def sample_load(fleet, out, stop):
         stop.wait(0.5)
 
 
-def run_rung(args, gw, fleet, rate, rung_dir):
+def run_rung(args, gw, fleet, rate, rung_dir, burst=0, seed=None):
     os.makedirs(rung_dir, exist_ok=True)
     before = fleet.counters()
     samples, stop = [], threading.Event()
@@ -245,8 +253,12 @@ def run_rung(args, gw, fleet, rate, rung_dir):
     procs = []
     n = len(gw.ports)
     url = "http://127.0.0.1:%d/v1/chat/completions"
-    source = ["--workload", args.workload, "--seed", str(args.seed),
-              "--rate", "%.3f" % rate, "--duration", str(args.duration)] \
+    if burst > 0:
+        arrivals = ["--concurrency-burst", str(burst), "--bursts", str(args.bursts)]
+    else:
+        arrivals = ["--rate", "%.3f" % rate, "--duration", str(args.duration)]
+    seed = args.seed if seed is None else seed
+    source = ["--workload", args.workload, "--seed", str(seed)] + arrivals \
              + args.workload_args
     shards = [source]
     if n > 1:
@@ -288,6 +300,7 @@ def run_rung(args, gw, fleet, rate, rung_dir):
     q = sum(a["prefix_queries"] - b["prefix_queries"] for a, b in zip(after, before))
     h = sum(a["prefix_hits"] - b["prefix_hits"] for a, b in zip(after, before))
     result = {"rate": rate, "summaries": summaries,
+              "burst": burst or None, "seed": seed,
               "prefix_hit_rate": h / q if q else 0.0,
               "load_over_time": samples}
     json.dump(result, open(os.path.join(rung_dir, "rung.json"), "w"), indent=1)
@@ -350,6 +363,14 @@ def main():
     ap.add_argument("--system-tokens", type=int, default=3000)
     ap.add_argument("--question-tokens", type=int, default=600)
     ap.add_argument("--output-tokens", type=int, default=100)
+    ap.add_argument("--burst-sizes", default="",
+                    help="burst mode: one rung per burst size (requests sent "
+                         "at once); bursty: 800")
+    ap.add_argument("--bursts", type=int, default=3,
+                    help="bursts per rung in burst mode")
+    ap.add_argument("--bench-args", default="",
+                    help="further llmd-bench workload flags, e.g. "
+                         "'--long-min-tokens 3000 --long-max-tokens 7000'")
     args = ap.parse_args()
 
     if args.smoke:
@@ -373,6 +394,12 @@ def main():
             args.kv_blocks = max(256, int(demand / 0.73 / args.workers))
     elif args.kv_blocks == 0:
         args.kv_blocks = 4096
+    args.workload_args += shlex.split(args.bench_args)
+    if args.workload == "bursty" and not args.burst_sizes:
+        args.burst_sizes = "800"
+    bursts = [int(x) for x in args.burst_sizes.split(",") if x]
+    if bursts and args.gateways > 1:
+        raise SystemExit("--burst-sizes: one gateway only")
 
     for exe in (WORKER, BENCH, MODULE):
         if not os.path.exists(exe):
@@ -381,34 +408,45 @@ def main():
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="llmd-rb-")
+    snapshot_binaries(work)
     fleet = Fleet(args, work)
     results = {"args": {k: v for k, v in vars(args).items()},
                "machine": machine(), "policies": {}}
     try:
         fleet.start()
-        if args.capacity == 0:
+        if args.capacity == 0 and not bursts:
             if args.probe_rate == 0:
                 args.probe_rate = 4.0 * args.workers
             args.capacity = capacity_probe(args, fleet, work)
             fleet.restart_workers()
         results["capacity_rps"] = args.capacity
-        print("fleet capacity: %.2f requests/s" % args.capacity, flush=True)
+        if not bursts:
+            print("fleet capacity: %.2f requests/s" % args.capacity, flush=True)
+        # (fraction of capacity, burst size) per rung
+        ladder = [(float(b), b) for b in bursts] if bursts else \
+                 [(float(x), 0) for x in args.rates.split(",")]
 
         for policy in args.policies.split(","):
             gw = Gateway(work, policy, fleet, args.gateways)
             gw.start()
             rungs = []
             try:
-                for frac in [float(x) for x in args.rates.split(",")]:
-                    rate = frac * args.capacity
+                for k, (frac, burst) in enumerate(ladder):
+                    rate = 0.0 if burst else frac * args.capacity
                     r = run_rung(args, gw, fleet, rate,
-                                 os.path.join(out, "raw", policy, "%.2f" % frac))
-                    r["fraction"] = frac
+                                 os.path.join(out, "raw", policy,
+                                              "burst-%d" % burst if burst
+                                              else "%.2f" % frac), burst,
+                                 # bursts: new texts per rung, so that no
+                                 # prompt is still cached from the last one
+                                 args.seed + k if burst else args.seed)
+                    r["fraction"] = 0.0 if burst else frac
                     rungs.append(r)
                     s = r["summaries"]
-                    print("%-13s rate %5.2f/s: TTFT p90 %8.1f ms, ITL p90 %6.1f ms, "
+                    print("%-13s %s: TTFT p90 %8.1f ms, ITL p90 %6.1f ms, "
                           "%7.1f out tok/s, success %.3f, prefix hits %.2f"
-                          % (policy, rate, merged(s, "ttft_ms", "p90"),
+                          % (policy, "burst %4d" % burst if burst
+                             else "rate %5.2f/s" % rate, merged(s, "ttft_ms", "p90"),
                              merged(s, "itl_ms", "p90"),
                              merged(s, "output_tokens_per_s") * len(s),
                              merged(s, "success_rate"), r["prefix_hit_rate"]),
@@ -424,6 +462,20 @@ def main():
     json.dump(results, open(os.path.join(out, "results.json"), "w"), indent=1)
     subprocess.run([sys.executable, os.path.join(TOP, "scripts/bench/report.py"),
                     out], check=True)
+
+
+def snapshot_binaries(work):
+    """Run copies, so that a rebuild during a long run cannot mix builds
+    between policies."""
+    global WORKER, BENCH, MODULE
+    d = os.path.join(work, "bin")
+    os.makedirs(d)
+    copies = []
+    for exe in (WORKER, BENCH, MODULE):
+        dst = os.path.join(d, os.path.basename(exe))
+        shutil.copy2(exe, dst)
+        copies.append(dst)
+    WORKER, BENCH, MODULE = copies
 
 
 def machine():
