@@ -8,11 +8,15 @@
 # VARIANT selects the base images:
 #   cpu   debian:bookworm / debian:bookworm-slim (the default)
 #   cuda  nvidia/cuda:$CUDA_VERSION-devel-ubuntu22.04 / -runtime-ubuntu22.04
-#         (Ubuntu 22.04 ships the same hiredis 0.14 as Debian 12). The CUDA
-#         backend is not built yet: this image runs the sim and cpu backends
-#         on a CUDA base, so the Kubernetes GPU wiring (nvidia.com/gpu, the
-#         device plugin, node selection) can be exercised before it lands;
-#         `--backend cuda` exits with status 2 until then.
+#         (Ubuntu 22.04 ships the same hiredis 0.14 as Debian 12).  The devel
+#         image has nvcc, so workers/cuda.mk builds the cuda backend
+#         (`--backend cuda`: weights and KV pages in GPU memory) for
+#         CUDA_ARCHS [sm_90 code + compute_90 PTX]; the sim and cpu backends
+#         are there too.  A cuda worker runs colocated (`--role both`): its
+#         pages are in device memory, and this build moves KV pages between
+#         prefill and decode workers over TCP from host memory only, so it
+#         refuses `--role prefill|decode` (the CUDA IPC and NCCL transports
+#         are not implemented).
 # BUILD_IMAGE / RUN_IMAGE override either base directly.
 ARG VARIANT=cpu
 ARG CUDA_VERSION=12.4.1
@@ -27,6 +31,8 @@ FROM ${RUN_IMAGE_cpu} AS run-cpu
 FROM ${RUN_IMAGE_cuda} AS run-cuda
 
 FROM build-${VARIANT} AS build
+# e.g. "-gencode arch=compute_80,code=sm_80" for A100s (cuda only)
+ARG CUDA_ARCHS=
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         build-essential pkg-config \
@@ -35,12 +41,13 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY common/ common/
-COPY workers/Makefile workers/
+COPY workers/Makefile workers/cuda.mk workers/
 COPY workers/src/ workers/src/
 COPY workers/profiles/ workers/profiles/
 COPY workers/tools/ workers/tools/
 COPY docker/runtime-deps.sh docker/
-RUN make -C workers -j"$(nproc)" build/llmd-worker build/llmd-fleet \
+RUN make -C workers -j"$(nproc)" ${CUDA_ARCHS:+CUDA_ARCHS="$CUDA_ARCHS"} \
+        build/llmd-worker build/llmd-fleet \
  && mkdir -p /out \
  && cp workers/build/llmd-worker workers/build/llmd-fleet /out/ \
  && sh docker/runtime-deps.sh /out/llmd-worker /out/llmd-fleet > /out/runtime-packages
@@ -60,7 +67,10 @@ COPY docker/worker/llmd-worker-entry docker/worker/llmd-drain /usr/local/bin/
 
 USER 10001:10001
 ENV LLMD_PORT=8000
-EXPOSE 8000
+# 8000: HTTP (API, /metrics, /health); 9100: the KV-transfer listener of a
+# prefill worker (`--role prefill --kv-listen 0.0.0.0:9100`), which decode
+# workers connect to
+EXPOSE 8000 9100
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD curl -sf http://127.0.0.1:${LLMD_PORT}/health || exit 1
 ENTRYPOINT ["/usr/local/bin/llmd-worker-entry"]

@@ -6,7 +6,13 @@
 //       llmd's own rules: selectors match their pod templates, workers carry
 //       app.kubernetes.io/* and llmd.ai/role labels, every serving container
 //       has readiness and liveness probes and a preStop hook, GPU requests
-//       equal limits, ScaledObjects and monitors point at objects that exist.
+//       equal limits, ScaledObjects and monitors point at objects that exist;
+//       disaggregated prefill/decode: a prefill worker has a KV listener on a
+//       fixed port that its pod exposes (containerPort named kv) and
+//       advertises with the pod IP, no prefill or decode worker runs the
+//       cuda backend (its pages are in GPU memory: no transport yet),
+//       where prefill workers are deployed the gateway has llmd_pd on, and
+//       the prefill backlog target is under llmd_pd's max_queue.
 //   node k8s-validate.mjs rules OUT.yaml FILE...
 //       writes a Prometheus rules file for `promtool check rules`: the groups
 //       of every PrometheusRule, plus each KEDA prometheus trigger's query
@@ -41,6 +47,8 @@ async function modelFor(o) {
     return (await import(`${base}/${v}/${o.kind}`))[o.kind];
 }
 
+const podLabels = o => podSpecOf(o)?.metadata?.labels || {};
+
 const matches = (sel, labels) =>
     Object.entries(sel || {}).every(([k, v]) => labels && labels[k] === v);
 
@@ -68,6 +76,19 @@ function llmdRules(o, all) {
                 errs.push(`worker --role does not match its llmd.ai/role label ${role}`);
             if (!/--redis[= ]/.test(args) || !/--advertise[= ]\S*\$\(POD_IP\)/.test(args))
                 errs.push('worker must publish to Redis with --advertise $(POD_IP):PORT');
+            const backend = (args.match(/--backend[= ](\S+)/) || [])[1] || 'sim';
+            if (backend === 'cuda' && (role === 'prefill' || role === 'decode'))
+                errs.push(`--backend cuda with --role ${role}: cuda workers keep KV pages in GPU memory and ` +
+                          'this build has no transport for them (run them with --role both)');
+            if (role === 'prefill') {
+                // decode workers connect to the advertised host with this port
+                const kv = (args.match(/--kv-listen[= ]\S*:(\d+)/) || [])[1];
+                const ports = (tpl.spec.containers[0].ports || []);
+                if (!kv || kv === '0')
+                    errs.push('prefill worker needs --kv-listen HOST:PORT with a fixed port');
+                else if (!ports.some(p => p.name === 'kv' && String(p.containerPort) === kv))
+                    errs.push(`prefill worker: no containerPort ${kv} named kv for its KV listener`);
+            }
         }
         if (labels['app.kubernetes.io/name'] === 'llmd-gateway') {
             const env = Object.fromEntries((tpl.spec.containers[0].env || []).map(e => [e.name, e.value]));
@@ -89,6 +110,15 @@ function llmdRules(o, all) {
                 errs.push(`container ${c.name}: nvidia.com/gpu requests must equal limits`);
         }
     }
+    if (podLabels(o)['app.kubernetes.io/name'] === 'llmd-gateway' && podSpecOf(o)) {
+        const env = Object.fromEntries((podSpecOf(o).spec.containers[0].env || []).map(e => [e.name, e.value]));
+        const prefill = all.some(x => podSpecOf(x)?.metadata?.labels?.['llmd.ai/role'] === 'prefill');
+        const pd = env.LLMD_PD_THRESHOLD && env.LLMD_PD_THRESHOLD !== 'off';
+        if (prefill && !pd)
+            errs.push('prefill workers are deployed but LLMD_PD_THRESHOLD is off: no request would reach them');
+        if (pd && !/^\d+$/.test(env.LLMD_PD_THRESHOLD))
+            errs.push(`LLMD_PD_THRESHOLD must be a number of tokens or off (got ${env.LLMD_PD_THRESHOLD})`);
+    }
     if (o.kind === 'Service' && o.spec?.selector) {
         if (!all.some(x => podSpecOf(x) && matches(o.spec.selector, podSpecOf(x).metadata?.labels)))
             errs.push('selects no pod template');
@@ -100,6 +130,18 @@ function llmdRules(o, all) {
         for (const tr of o.spec.triggers || [])
             if (tr.type === 'prometheus' && !(tr.metadata?.query && tr.metadata?.threshold && tr.metadata?.serverAddress))
                 errs.push(`trigger ${tr.name}: query, threshold and serverAddress are required`);
+        // the gateway skips prefill workers over max_queue, so a backlog
+        // target at or over it can never be exceeded
+        const target = all.find(x => x.kind === (t.kind || 'Deployment') && x.metadata?.name === t.name);
+        const gw = all.find(x => podLabels(x)['app.kubernetes.io/name'] === 'llmd-gateway');
+        if (podLabels(target)['llmd.ai/role'] === 'prefill' && gw) {
+            const env = Object.fromEntries((podSpecOf(gw).spec.containers[0].env || []).map(e => [e.name, e.value]));
+            const maxQueue = Number(env.LLMD_PD_MAX_QUEUE || 4 * Number(env.LLMD_PD_THRESHOLD));
+            for (const tr of o.spec.triggers || [])
+                if (/llmd:num_prefill_tokens_queued/.test(tr.metadata?.query || '') && !(maxQueue > Number(tr.metadata.threshold)))
+                    errs.push(`trigger ${tr.name}: threshold ${tr.metadata.threshold} must be under the gateway's ` +
+                              `llmd_pd max_queue ${maxQueue}, or KEDA never adds prefill pods`);
+        }
     }
     if (o.kind === 'PodMonitor' || o.kind === 'ServiceMonitor') {
         const sel = o.spec.selector?.matchLabels;

@@ -50,3 +50,24 @@ app.kubernetes.io/part-of: llmd
 {{- define "llmd.roleMatcher" -}}
 namespace="{{ .root.Release.Namespace }}",llmd_role="{{ .role }}",llmd_instance="{{ .root.Release.Name }}"
 {{- end -}}
+
+{{/* the worker roles deployed, space separated; checks workers.mode */}}
+{{- define "llmd.workerRoles" -}}
+{{- $w := .Values.workers -}}
+{{- if eq $w.mode "colocated" -}}
+both
+{{- else if eq $w.mode "disaggregated" -}}
+{{- if eq $w.backend "cuda" -}}
+{{- fail "workers.backend=cuda needs workers.mode=colocated: cuda workers keep their KV pages in GPU memory, and this build moves KV pages between prefill and decode workers over TCP from host memory only (no CUDA IPC or NCCL transport yet)" -}}
+{{- end -}}
+prefill decode
+{{- else -}}
+{{- fail (printf "workers.mode must be disaggregated or colocated, not %q" $w.mode) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* a role's Deployment name */}}
+{{- define "llmd.workerName" -}}
+{{- printf "%s-%s" (include "llmd.fullname" .root) (ternary "worker" .role (eq .role "both")) -}}
+{{- end -}}
+
