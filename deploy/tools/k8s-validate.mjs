@@ -10,7 +10,7 @@
 //       disaggregated prefill/decode: a prefill worker has a KV listener on a
 //       fixed port that its pod exposes (containerPort named kv) and
 //       advertises with the pod IP, no prefill or decode worker runs the
-//       cuda backend (its pages are in GPU memory: no transport yet),
+//       cuda backend (its GPU transports are not verified on a GPU yet),
 //       where prefill workers are deployed the gateway has llmd_pd on, and
 //       the prefill backlog target is under llmd_pd's max_queue.
 //   node k8s-validate.mjs rules OUT.yaml FILE...
@@ -79,7 +79,7 @@ function llmdRules(o, all) {
             const backend = (args.match(/--backend[= ](\S+)/) || [])[1] || 'sim';
             if (backend === 'cuda' && (role === 'prefill' || role === 'decode'))
                 errs.push(`--backend cuda with --role ${role}: cuda workers keep KV pages in GPU memory and ` +
-                          'this build has no transport for them (run them with --role both)');
+                          'their transports (cuda-ipc, nccl) are not verified on a GPU yet (run them with --role both)');
             if (role === 'prefill') {
                 // decode workers connect to the advertised host with this port
                 const kv = (args.match(/--kv-listen[= ]\S*:(\d+)/) || [])[1];

@@ -58,7 +58,7 @@ namespace="{{ .root.Release.Namespace }}",llmd_role="{{ .role }}",llmd_instance=
 both
 {{- else if eq $w.mode "disaggregated" -}}
 {{- if eq $w.backend "cuda" -}}
-{{- fail "workers.backend=cuda needs workers.mode=colocated: cuda workers keep their KV pages in GPU memory, and this build moves KV pages between prefill and decode workers over TCP from host memory only (no CUDA IPC or NCCL transport yet)" -}}
+{{- fail "workers.backend=cuda needs workers.mode=colocated: cuda workers keep their KV pages in GPU memory, and the GPU transports (cuda-ipc, nccl) have not been verified on a GPU yet" -}}
 {{- end -}}
 prefill decode
 {{- else -}}
