@@ -375,6 +375,18 @@ ngx_llmd_redis_apply_event(ngx_llmd_redis_t *cl, llmd_cache_event_t *ev,
         if (slot < 0) {
             return;
         }
+
+        /* a worker's events can come before its first heartbeat: register
+         * it as discovered now, as its heartbeat would, or the heartbeat
+         * finds a slot that looks like a server line and the worker is
+         * never a candidate */
+        p = &sh->peers[slot];
+        if (!p->dynamic) {
+            if (ngx_llmd_redis_peer_addr(cl, p, ev->addr) != NGX_OK) {
+                return;
+            }
+            p->dynamic = 1;
+        }
     }
 
     p = &sh->peers[slot];

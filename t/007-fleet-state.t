@@ -50,13 +50,16 @@ sub body_of { my ($spec) = @_; (split /\n/, $spec, 2)[1] }
 
 my $p1 = rand_port(1);
 my $p2 = rand_port(2);
+my $p3 = rand_port(3);
 my $A = "127.0.0.1:$p1";
 my $B = "127.0.0.1:$p2";
+my $C = "127.0.0.1:$p3";
 
 my $backends = <<"END";
     server {
         listen 127.0.0.1:$p1;
         listen 127.0.0.1:$p2;
+        listen 127.0.0.1:$p3;
         location / { return 200 "\$server_port\\n"; }
     }
 END
@@ -113,6 +116,22 @@ END
     %seen = ();
     $seen{ peer_of(nginx_request("POST /v1/completions\n{\"prompt\":\"after $_ " . ("y" x 300) . "\"}")) }++ for 1 .. 4;
     is(join(',', keys %seen), $B, 'silent worker a left after its TTL');
+
+    # a worker whose first cache event arrives before its first heartbeat
+    # (it connected to Redis and published CLEARED, its heartbeat is due)
+    # is a discovered worker all the same once the heartbeat comes
+    event(3, $C);
+    sleep 0.3;
+    heartbeat(id => 'c', addr => $C);
+    heartbeat(id => 'b', addr => $B, qpt => 500000);
+    sleep 0.3;
+    @peers = map { peer_of(nginx_request(chat("late$_"))) } 1 .. 3;
+    is("@peers", "$C $C $C", 'a worker seen first through an event serves once its heartbeat arrives');
+    heartbeat(id => 'c', addr => $C, ttl => 200);
+    heartbeat(id => 'b', addr => $B);
+    sleep 0.5;
+    my ($pc) = grep { $_->{name} eq $C } @{ status()->{upstreams}[0]{peers} };
+    is($pc->{source}, 'discovered', 'status: c was discovered');
 
     my $st = status();
     my ($pa) = grep { $_->{name} eq $A } @{ $st->{upstreams}[0]{peers} };

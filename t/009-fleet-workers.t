@@ -104,11 +104,17 @@ is($first->{status}, 200, 'first request served');
 my $holder = $first->{headers}{'x-llmd-upstream'};
 like($holder, qr/^127\.0\.0\.1:\d+$/, "served by $holder");
 
+# the workers' CLEARED events on connect count as applied too: wait for the
+# prefix index itself to hold what the first request's worker stored
 ok(wait_for('the stored event', sub {
     my $st = status();
-    $st->{upstreams}[0]{redis}{events_applied} > 0 }), 'the worker published what it now holds');
+    $st->{upstreams}[0]{redis}{events_applied} > 0
+        && $st->{upstreams}[0]{index}{used} > 0 }),
+   'the worker published what it now holds');
 
+my $st0 = encode_json(status());
 my @next = map { nginx_request(chat("question $_", 0)) } 1 .. 3;
+if (($next[0]{headers}{'x-llmd-prefix-blocks'} // '') !~ /^(\d+)\/\1$/) { diag($st0); diag(encode_json(status())); diag(join(' | ', map { "$_: " . ($next[0]{headers}{$_} // '') } sort keys %{ $next[0]{headers} })); diag("holder $holder"); }
 is(join(' ', map { $_->{headers}{'x-llmd-upstream'} } @next), join(' ', ($holder) x 3),
    'requests sharing the prefix go to the worker that holds it');
 like($next[0]{headers}{'x-llmd-prefix-blocks'}, qr/^(\d+)\/\1$/, 'every block matched');
