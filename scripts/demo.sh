@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The llmd demo on one machine: Redis, three sim workers, nginx (Debian's
-# binary) with ngx_llmd_module in front, and a few sample requests showing
-# prefix affinity, streaming and error handling.
+# The llmd demo on one machine: Redis, three sim workers and a prefill
+# worker, nginx (Debian's binary) with ngx_llmd_module in front, and a few
+# sample requests showing prefix affinity, disaggregated prefill/decode,
+# streaming and error handling.
 #
 #   scripts/demo.sh          run the requests, then stop everything
 #   scripts/demo.sh --keep   leave the fleet running until Ctrl-C
@@ -45,6 +46,12 @@ for i in 1 2 3; do
 "
     echo "== llmd-worker $i (sim, llama3-8b-h100 profile) on 127.0.0.1:$p"
 done
+PP=$(port)
+"$WORKER" --listen 127.0.0.1:$PP --role prefill --kv-listen 127.0.0.1:0 \
+    --backend sim --model-name llmd-sim --sim-profile llama3-8b-h100 --speed 1 \
+    --redis "redis://127.0.0.1:$RP" > "$D/prefill.log" 2>&1 &
+PIDS+=($!)
+echo "== llmd-worker --role prefill on 127.0.0.1:$PP (found by the gateway through Redis)"
 
 mkdir -p "$D/nginx/logs" "$D/nginx/tmp"
 USER_LINE=""; [ "$(id -u)" = 0 ] && USER_LINE="user root;"
@@ -56,12 +63,14 @@ error_log $D/nginx/logs/error.log info;
 pid $D/nginx/logs/nginx.pid;
 events { worker_connections 1024; }
 http {
-    log_format llmd '"\$request" \$status peer=\$llmd_peer prefix=\$llmd_prefix_hit pick=\$llmd_pick_reason';
+    log_format llmd '"\$request" \$status peer=\$llmd_peer prefix=\$llmd_prefix_hit pick=\$llmd_pick_reason pd=\$llmd_pd';
     access_log $D/nginx/logs/access.log llmd;
     client_body_temp_path $D/nginx/tmp; proxy_temp_path $D/nginx/tmp;
     upstream llm {
         llmd;
         llmd_zone llm 16m;
+        llmd_redis 127.0.0.1:$RP interval=50ms allow=127.0.0.0/8;
+        llmd_pd threshold=1024;
 $SERVERS        keepalive 32;
     }
     server {
@@ -70,9 +79,12 @@ $SERVERS        keepalive 32;
             llmd_debug_headers on;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            proxy_set_header X-LLMD-Prefill-Peer \$llmd_prefill_peer;
+            proxy_set_header X-LLMD-Transfer-Id \$llmd_transfer_id;
             proxy_read_timeout 300s;
             proxy_pass http://llm;
         }
+        location = /llmd/status { llmd_status; }
     }
 }
 END
@@ -82,6 +94,12 @@ echo "== nginx + ngx_llmd_module on http://127.0.0.1:$GW"
 
 for _ in $(seq 50); do
     curl -sf "http://127.0.0.1:$GW/health" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+# the gateway mirrors the fleet state from Redis: wait until it is live, so
+# the first requests' cache events are seen
+for _ in $(seq 50); do
+    curl -s "http://127.0.0.1:$GW/llmd/status" | grep -q '"state":"fresh"' && break
     sleep 0.1
 done
 
@@ -104,6 +122,7 @@ echo
 echo "== one long system prompt, four questions: the same worker keeps the prefix"
 for q in "How do I fuel a rocket?" "Can I fuel it indoors?" "Which manual section?" "When will mine ship?"; do
     ask "$q"
+    sleep 0.2   # the worker's cache event for the prefix reaches the gateway
 done
 echo "  answer to the last one: $(head -c 300 $D/b)"
 
@@ -115,6 +134,23 @@ for i in 1 2 3; do
         -d "{\"model\":\"llmd-sim\",\"max_tokens\":4,\"prompt\":\"$(printf "unrelated prompt number $i %.0s" $(seq 30))\"}"
     printf '  prompt %d -> %s\n' "$i" "$(grep -i '^x-llmd-upstream' $D/h | tr -d '\r' | cut -d' ' -f2)"
 done
+
+echo
+echo "== a 3,000-token prompt: prefilled by the prefill worker, decoded by a worker"
+for _ in $(seq 50); do    # the prefill worker's first heartbeat
+    redis-cli -p "$RP" hlen llmd:default:hb 2>/dev/null | grep -qx 4 && break
+    sleep 0.1
+done
+sleep 0.3
+LONG=$(printf 'Incident report line %04d: pressure nominal, valves closed. ' $(seq 1 50))
+curl -s -D "$D/h" -o "$D/b" "http://127.0.0.1:$GW/v1/completions" -H 'Content-Type: application/json' \
+    -d "{\"model\":\"llmd-sim\",\"max_tokens\":8,\"prompt\":\"$LONG Summary:\"}"
+printf '  decode worker %s, prefill worker %s (%s)\n' \
+    "$(grep -i '^x-llmd-upstream' $D/h | tr -d '\r' | cut -d' ' -f2)" \
+    "$(grep -i '^x-llmd-prefill-peer' $D/h | tr -d '\r' | cut -d' ' -f2)" \
+    "$(grep -i '^x-llmd-pd' $D/h | tr -d '\r' | cut -d' ' -f2)"
+DEC=$(grep -i '^x-llmd-upstream' $D/h | tr -d '\r' | cut -d' ' -f2)
+curl -s "http://$DEC/metrics" | grep -E '^llmd:kv_transfer(s_total\{.*landed|_bytes_total)' | sed 's/^/  /'
 
 echo
 echo "== streaming (SSE) through the gateway"
