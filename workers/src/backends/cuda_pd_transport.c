@@ -226,10 +226,8 @@ static int ipc_accept(struct pd_link **out, int fd, struct kv_manager *kv,
         link_close(l);
         return -1;
     }
-    if (offer.pool_bytes != (uint64_t) kv->geo.num_blocks * kv->block_bytes) {
-        /* the layout matched; the block count may differ, and runs are
-         * checked against it on the decode side anyway */
-    }
+    /* the pools may differ in block count (same layout): every run names
+     * a destination block that the decode worker checked was its own */
     rc = cudaIpcOpenMemHandle((void **) &l->peer_pool, offer.handle,
                               cudaIpcMemLazyEnablePeerAccess);
     if (rc != cudaSuccess) {
