@@ -40,6 +40,7 @@ struct pd_link {
     size_t          block_bytes;
     cudaStream_t    stream;
     uint8_t        *peer_pool;      /* ipc, prefill side: the mapped pool */
+    uint64_t        peer_bytes;     /* and its size */
     ncclComm_t      comm;           /* nccl */
     int             rank;           /* 0 prefill, 1 decode */
     bool            broken;
@@ -226,8 +227,10 @@ static int ipc_accept(struct pd_link **out, int fd, struct kv_manager *kv,
         link_close(l);
         return -1;
     }
-    /* the pools may differ in block count (same layout): every run names
-     * a destination block that the decode worker checked was its own */
+    /* the pools may differ in block count (same layout); runs are kept
+     * inside the mapped pool here, and the decode worker checks that each
+     * names one of the transfer's blocks */
+    l->peer_bytes = offer.pool_bytes;
     rc = cudaIpcOpenMemHandle((void **) &l->peer_pool, offer.handle,
                               cudaIpcMemLazyEnablePeerAccess);
     if (rc != cudaSuccess) {
@@ -248,6 +251,10 @@ static long ipc_push(struct pd_link *l, struct pd_conn *conn, uint64_t xfer,
 
     if (l->broken)
         return -1;
+    for (int i = 0; i < n; i++)
+        if ((uint64_t) seg[i].dst_block * l->block_bytes + seg[i].offset
+            + seg[i].len > l->peer_bytes)
+            return -1;
     bytes = post_runs(conn, xfer, seg, n, sent, arg);
     if (bytes < 0)
         return -1;
