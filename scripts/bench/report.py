@@ -111,11 +111,19 @@ def main():
     else:
         lines.append("Fleet: %d sim workers (`%s` profile, `--speed %s`, %d KV blocks "
                      "each, max batch %d); %d gateway instance(s); capacity %.2f "
-                     "requests/s (round-robin, measured in the same run); %.0f s per "
-                     "rung; seed %d."
+                     "requests/s (%s); %.0f s per rung; seed %d."
                      % (a["workers"], a["profile"], a["speed"], a["kv_blocks"],
                         a["max_batch"], a["gateways"], res.get("capacity_rps", 0),
+                        "round-robin, measured in the same run"
+                        if res.get("capacity_measured", True)
+                        else "given with --capacity, not measured",
                         a["duration"], a["seed"]))
+        if a["workload"] in ("mixed", "multi-turn") and res.get("capacity_measured", True):
+            lines.append("")
+            lines.append("The workload chains turns: later turns are sent after earlier "
+                         "ones end, past the arrival window, so the probe's completion "
+                         "rate (requests over the whole run) understates what the fleet "
+                         "can serve, and the percentages are of that figure.")
     if a.get("bench_args"):
         lines.append("")
         lines.append("Workload flags: `%s`." % a["bench_args"])

@@ -414,6 +414,7 @@ def main():
                "machine": machine(), "policies": {}}
     try:
         fleet.start()
+        results["capacity_measured"] = args.capacity == 0 and not bursts
         if args.capacity == 0 and not bursts:
             if args.probe_rate == 0:
                 args.probe_rate = 4.0 * args.workers
