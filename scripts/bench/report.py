@@ -132,6 +132,13 @@ def main():
                  "load generator) on this one machine." % (
                      res["machine"].get("cpu", "?"), res["machine"].get("cores"),
                      res["machine"].get("mem_gib", "?")))
+    b = res.get("build")
+    if b:
+        lines.append("")
+        lines.append("Built at commit %s%s." % (
+            b.get("commit") or "?",
+            ", with uncommitted changes to %s" % ", ".join("`%s`" % f for f in b["uncommitted"])
+            if b.get("uncommitted") else ""))
     lines.append("")
     lines.append("SLO for goodput: TTFT ≤ %s ms and ITL ≤ %s ms." % (a["slo_ttft"], a["slo_itl"]))
     lines.append("")

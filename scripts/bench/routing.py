@@ -411,7 +411,7 @@ def main():
     snapshot_binaries(work)
     fleet = Fleet(args, work)
     results = {"args": {k: v for k, v in vars(args).items()},
-               "machine": machine(), "policies": {}}
+               "machine": machine(), "build": build_info(), "policies": {}}
     try:
         fleet.start()
         results["capacity_measured"] = args.capacity == 0 and not bursts
@@ -463,6 +463,18 @@ def main():
     json.dump(results, open(os.path.join(out, "results.json"), "w"), indent=1)
     subprocess.run([sys.executable, os.path.join(TOP, "scripts/bench/report.py"),
                     out], check=True)
+
+
+def build_info():
+    """The commit the binaries were built from, as far as the tree tells:
+    HEAD and the uncommitted source files they may include."""
+    def git(*a):
+        r = subprocess.run(["git", "-C", TOP] + list(a), capture_output=True, text=True)
+        return r.stdout.rstrip("\n") if r.returncode == 0 else ""
+    dirty = git("status", "--porcelain", "--", "ngx_llmd_module", "workers/src",
+                "common", "bench/src").splitlines()
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "uncommitted": [line[3:] for line in dirty]}
 
 
 def snapshot_binaries(work):
