@@ -247,7 +247,9 @@ def run_rung(args, gw, fleet, rate, rung_dir, burst=0, seed=None):
     os.makedirs(rung_dir, exist_ok=True)
     before = fleet.counters()
     samples, stop = [], threading.Event()
-    sampler = threading.Thread(target=sample_load, args=(fleet, samples, stop))
+    # a daemon: an interrupted run must not wait for it at exit
+    sampler = threading.Thread(target=sample_load, args=(fleet, samples, stop),
+                               daemon=True)
     sampler.start()
 
     procs = []
