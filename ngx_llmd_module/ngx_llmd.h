@@ -19,12 +19,14 @@
 #define NGX_LLMD_MAX_PEERS          256     /* peers remembered per zone */
 #define NGX_LLMD_PEER_NAME_LEN      64
 #define NGX_LLMD_KEY_PEERS          4       /* peers remembered per prefix key */
+#define NGX_LLMD_KEY_HELD           0x8000  /* in peers[]: the worker said so */
+#define NGX_LLMD_KEY_ID             0x7fff  /* in peers[]: slot + 1 */
 #define NGX_LLMD_NIL                0xffffffff
 #define NGX_LLMD_ZONE_DEFAULT_SIZE  (4 * 1024 * 1024)
 #define NGX_LLMD_ZONE_MIN_SIZE      (256 * 1024)
 #define NGX_LLMD_BYTES_PER_TOKEN    4       /* rough, for load estimates */
 #define NGX_LLMD_WEIGHT_SCALE       1000    /* weights are fixed point */
-#define NGX_LLMD_ZONE_MAGIC         0x6c6c6d6403    /* layout version */
+#define NGX_LLMD_ZONE_MAGIC         0x6c6c6d6404    /* layout version */
 #define NGX_LLMD_PLACEMENTS         8192    /* ring of picks to share */
 #define NGX_LLMD_STALENESS_BUCKETS  8
 #define NGX_LLMD_PLACEHOLDER        "llmd-discovered-peers"
@@ -62,6 +64,7 @@ typedef struct {
     ngx_atomic_t        picks;
     ngx_atomic_t        affinity_picks;
     ngx_atomic_t        balance_picks;
+    ngx_atomic_t        home_picks;
     ngx_atomic_t        predicted_picks;
     ngx_atomic_t        failures;
     ngx_atomic_t        header_time_ewma;   /* µs to response header */
@@ -111,13 +114,20 @@ typedef struct {
 } ngx_llmd_peer_t;
 
 
-/* Prefix index entry: key -> the peers that most recently received it. */
+/*
+ * Prefix index entry: key -> the peers that most recently received it.
+ * A peer is slot + 1, with NGX_LLMD_KEY_HELD set while its worker's cache
+ * events say it holds the key (STORED).  Without that flag the entry is a
+ * placement: a gateway sent the prefix there.  For a worker that publishes
+ * no events that is all there is to know; for one that does, an evicted
+ * prefix (REMOVED, CLEARED) keeps its placement, the prefix's "home".
+ */
 typedef struct {
     uint64_t            key;
     uint32_t            next;               /* hash bucket chain */
     uint32_t            lru_prev;
     uint32_t            lru_next;
-    uint16_t            peers[NGX_LLMD_KEY_PEERS];  /* slot + 1, newest first */
+    uint16_t            peers[NGX_LLMD_KEY_PEERS];  /* newest first */
     uint32_t            touched;            /* record clock when last moved */
 } ngx_llmd_entry_t;
 
@@ -324,13 +334,13 @@ ngx_int_t ngx_llmd_init_zone(ngx_shm_zone_t *shm_zone, void *data);
 ngx_int_t ngx_llmd_zone_peer_slot(ngx_llmd_srv_conf_t *conf, ngx_str_t *name);
 void ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
     ngx_uint_t nkeys, ngx_int_t *slots, ngx_uint_t nslots,
-    ngx_uint_t *match, uint32_t *hints);
+    ngx_uint_t *match, ngx_uint_t *home, uint32_t *hints);
 void ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
     ngx_uint_t nkeys, ngx_int_t slot, ngx_uint_t share, uint32_t *hints,
-    ngx_uint_t held);
+    ngx_uint_t recorded, ngx_uint_t held);
 void ngx_llmd_zone_remove(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
     ngx_uint_t nkeys, ngx_int_t slot);
-void ngx_llmd_zone_forget_peer(ngx_llmd_srv_conf_t *conf, ngx_int_t slot);
+void ngx_llmd_zone_clear_peer(ngx_llmd_srv_conf_t *conf, ngx_int_t slot);
 ngx_int_t ngx_llmd_zone_find_peer(ngx_llmd_srv_conf_t *conf, u_char *name,
     size_t len);
 

@@ -12,9 +12,17 @@
  *   1. if in-flight requests are imbalanced (max - min > abs threshold and
  *      max > rel threshold x min), the least loaded peer wins ("balance");
  *   2. otherwise the highest score wins:
- *          prefix_weight x matched_blocks / request_blocks
- *        - load_weight   x (in_flight_tokens / weight) / max over candidates
- *      ("affinity" when the winner holds part of the prompt, else "load");
+ *          prefix_weight     x matched_blocks / request_blocks
+ *        + prefix_weight / 2 x home_blocks / request_blocks
+ *        - load_weight       x (in_flight_tokens / weight) / max over candidates
+ *      matched blocks are those the peer holds.  Home blocks were sent to
+ *      a worker that publishes cache events and evicted by it since: a
+ *      prefix that nobody holds goes back to where it was, and one that is
+ *      held elsewhere is still drawn there, by half.  When the fleet's
+ *      cache overflows, each worker thus keeps its share of the prefixes
+ *      instead of every prefix visiting every worker ("affinity" when the
+ *      winner holds part of the prompt, "home" when it only had it, else
+ *      "load");
  *   3. ties are broken by a cursor shared by all workers, so cold starts
  *      and identical scores spread evenly.
  *
@@ -223,13 +231,14 @@ ngx_llmd_scratch(ngx_llmd_peer_data_t *lp, ngx_http_request_t *r,
 
     lp->cand = ngx_palloc(r->pool, n * (sizeof(ngx_llmd_cand_t)
                                         + sizeof(ngx_int_t)
-                                        + sizeof(ngx_uint_t)));
+                                        + 2 * sizeof(ngx_uint_t)));
     if (lp->cand == NULL) {
         return NGX_ERROR;
     }
 
     lp->slots = (ngx_int_t *) (lp->cand + n);
     lp->match = (ngx_uint_t *) (lp->slots + n);
+    lp->home = lp->match + n;
     lp->ncand_max = n;
     lp->primary = peers;
     lp->request = r;
@@ -439,6 +448,7 @@ ngx_llmd_choose(ngx_llmd_peer_data_t *lp, ngx_http_upstream_rr_peers_t *peers,
     for (c = 0; c < ncand; c++) {
         lp->slots[c] = lp->cand[c].slot;
         lp->match[c] = 0;
+        lp->home[c] = 0;
     }
 
     if (nkeys && lp->hints == NULL) {
@@ -454,11 +464,12 @@ ngx_llmd_choose(ngx_llmd_peer_data_t *lp, ngx_http_upstream_rr_peers_t *peers,
 
     if (nkeys && ncand > 1) {
         ngx_llmd_zone_match(conf, ctx->req.prefix.keys, nkeys, lp->slots,
-                            ncand, lp->match, lp->hints);
+                            ncand, lp->match, lp->home, lp->hints);
     }
 
     for (c = 0; c < ncand; c++) {
         lp->cand[c].match = lp->match[c];
+        lp->cand[c].home = lp->home[c];
     }
 
     if (ctx->preview.valid) {
@@ -519,7 +530,7 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
     uintptr_t                       m;
     ngx_int_t                       rc, slot;
     ngx_uint_t                      i, n, best, nkeys;
-    ngx_uint_t                      backup, fresh;
+    ngx_uint_t                      backup;
     ngx_msec_int_t                  t0;
     struct sockaddr                *sa;
     ngx_str_t                      *name;
@@ -647,6 +658,9 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
         case 'b':
             (void) ngx_atomic_fetch_add(&sp->balance_picks, 1);
             break;
+        case 'h':
+            (void) ngx_atomic_fetch_add(&sp->home_picks, 1);
+            break;
         case 'p':
         case 's':
             (void) ngx_atomic_fetch_add(&sp->predicted_picks, 1);
@@ -657,13 +671,12 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
             break;
         }
 
-        fresh = ngx_llmd_redis_fresh(conf);
-
-        /* approximate placement, unless the worker tells us what it holds
-         * (and we are hearing it) */
-        if (nkeys && !(sp->events && fresh)) {
+        /* the placement: for a worker without cache events it is all we
+         * know; for one with events, what it holds comes from them, and
+         * this is the prefix's home once it evicts it (see the top) */
+        if (nkeys) {
             ngx_llmd_zone_record(conf, ctx->req.prefix.keys, nkeys, slot,
-                                 conf->redis != NULL, lp->hints, cd->match);
+                                 conf->redis != NULL, lp->hints, cd->home, 0);
         }
     }
 

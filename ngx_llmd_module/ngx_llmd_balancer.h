@@ -13,7 +13,8 @@ typedef struct {
     ngx_int_t                      slot;
     ngx_uint_t                     index;   /* in the rr list */
     ngx_uint_t                     weight;
-    ngx_uint_t                     match;
+    ngx_uint_t                     match;   /* leading blocks held */
+    ngx_uint_t                     home;    /* held or placed there */
     double                         ttft;
     double                         itl;
     uint64_t                       uncached;
@@ -39,6 +40,7 @@ typedef struct {
     ngx_llmd_cand_t                   *cand;        /* scratch of get() */
     ngx_int_t                         *slots;
     ngx_uint_t                        *match;
+    ngx_uint_t                        *home;
     uint32_t                          *hints;       /* index entries found */
     ngx_uint_t                         ncand_max;
     uint64_t                           tried[NGX_LLMD_MAX_PEERS / 64];

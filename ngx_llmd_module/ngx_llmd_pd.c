@@ -305,7 +305,7 @@ ngx_llmd_pd_decide(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
 
     if (nkeys) {
         ngx_llmd_zone_match(conf, ctx->req.prefix.keys, nkeys, slots, n,
-                            match, NULL);
+                            match, NULL, NULL);
     }
 
     /* fixed point as in ngx_llmd_pick_scored; higher is better */
@@ -377,7 +377,7 @@ ngx_llmd_pd_decide(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
     /* a prefill worker without cache events is placed like a decode one */
     if (nkeys && !(pr->events && ngx_llmd_redis_fresh(conf))) {
         ngx_llmd_zone_record(conf, ctx->req.prefix.keys, nkeys, slots[best],
-                             1, NULL, match[best]);
+                             1, NULL, match[best], 0);
     }
 
     ngx_log_debug5(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,

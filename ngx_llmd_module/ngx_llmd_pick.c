@@ -236,7 +236,11 @@ ngx_llmd_pick_scored(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
         score = 0;
 
         if (nkeys) {
-            score += conf->prefix_weight * (ngx_int_t) cd->match
+            /* blocks it holds count fully; blocks only placed there, the
+             * prefix's home, by half (ngx_llmd_zone_match) */
+            score += (conf->prefix_weight * (ngx_int_t) cd->match
+                      + conf->prefix_weight / 2
+                        * (ngx_int_t) (cd->home - cd->match))
                      / (ngx_int_t) nkeys;
         }
 
@@ -254,7 +258,8 @@ ngx_llmd_pick_scored(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
         }
     }
 
-    lp->ctx->reason = lp->cand[best].match ? "affinity" : "load";
+    lp->ctx->reason = lp->cand[best].match ? "affinity"
+                      : lp->cand[best].home ? "home" : "load";
     return best;
 }
 

@@ -318,8 +318,8 @@ ngx_llmd_redis_publish_load(ngx_llmd_redis_t *cl)
 }
 
 
-/* Approximate placements this gateway made, grouped by peer, for other
- * gateways (workers that publish events need none). */
+/* Placements this gateway made, grouped by peer, for other gateways: where
+ * a prefix is for a worker without events, its home for one with. */
 static void
 ngx_llmd_redis_publish_placements(ngx_llmd_redis_t *cl)
 {
@@ -390,9 +390,8 @@ ngx_llmd_redis_publish_placements(ngx_llmd_redis_t *cl)
         ngx_memcpy(ev.addr, sh->peers[slot].name,
                    ngx_min(sh->peers[slot].name_len, LLMD_WIRE_ADDR_MAX - 1));
 
-        if (sh->peers[slot].events
-            || llmd_wire_pack_event(&ev, out, sizeof(out), &len)
-               != LLMD_WIRE_OK)
+        if (llmd_wire_pack_event(&ev, out, sizeof(out), &len)
+            != LLMD_WIRE_OK)
         {
             continue;
         }

@@ -354,14 +354,14 @@ ngx_llmd_redis_apply_event(ngx_llmd_redis_t *cl, llmd_cache_event_t *ev,
     slot = ngx_llmd_zone_find_peer(cl->conf, name.data, name.len);
 
     if (placement) {
-        /* another gateway's pick: only for peers without their own events */
-        if (slot < 0 || ngx_strcmp(ev->id, cl->gw_id) == 0
-            || sh->peers[slot].events)
-        {
+        /* another gateway's pick: where the prefix is, for a worker without
+         * events; its home, for one with (never that it holds it) */
+        if (slot < 0 || ngx_strcmp(ev->id, cl->gw_id) == 0) {
             return;
         }
 
-        ngx_llmd_zone_record(cl->conf, ev->keys, ev->nkeys, slot, 0, NULL, 0);
+        ngx_llmd_zone_record(cl->conf, ev->keys, ev->nkeys, slot, 0, NULL, 0,
+                             0);
         return;
     }
 
@@ -395,17 +395,20 @@ ngx_llmd_redis_apply_event(ngx_llmd_redis_t *cl, llmd_cache_event_t *ev,
     switch (ev->type) {
 
     case LLMD_EVENT_STORED:
-        ngx_llmd_zone_record(cl->conf, ev->keys, ev->nkeys, slot, 0, NULL, 0);
+        ngx_llmd_zone_record(cl->conf, ev->keys, ev->nkeys, slot, 0, NULL, 0,
+                             1);
         break;
 
     case LLMD_EVENT_REMOVED:
+        /* no longer held; still its home (ngx_llmd_zone_match) */
         ngx_llmd_zone_remove(cl->conf, ev->keys, ev->nkeys, slot);
         break;
 
     default:    /* CLEARED, SNAPSHOT */
-        ngx_llmd_zone_forget_peer(cl->conf, slot);
+        ngx_llmd_zone_clear_peer(cl->conf, slot);
         if (ev->type == LLMD_EVENT_SNAPSHOT) {
-            ngx_llmd_zone_record(cl->conf, ev->keys, ev->nkeys, slot, 0, NULL, 0);
+            ngx_llmd_zone_record(cl->conf, ev->keys, ev->nkeys, slot, 0, NULL,
+                                 0, 1);
         }
         break;
     }

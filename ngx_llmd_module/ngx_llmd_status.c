@@ -83,7 +83,8 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
         p = ngx_sprintf(p, "%s{\"name\":\"%*s\",\"source\":\"%s\","
                         "\"inflight\":%uA,\"inflight_tokens\":%uA,"
                         "\"remote_inflight\":%uA,\"picks\":%uA,"
-                        "\"affinity_picks\":%uA,\"balance_picks\":%uA,"
+                        "\"affinity_picks\":%uA,\"home_picks\":%uA,"
+                        "\"balance_picks\":%uA,"
                         "\"predicted_picks\":%uA,\"failures\":%uA,"
                         "\"prefix_hit_rate\":%.3f,"
                         "\"header_time_ms\":%.1f,\"observed_ttft_ms\":%.1f",
@@ -91,7 +92,7 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
                         pr->dynamic ? "discovered" : "server",
                         pr->inflight, pr->inflight_tokens,
                         pr->remote_inflight, pr->picks, pr->affinity_picks,
-                        pr->balance_picks, pr->predicted_picks, pr->failures,
+                        pr->home_picks, pr->balance_picks, pr->predicted_picks, pr->failures,
                         ngx_llmd_ratio(pr->prefix_hit_blocks,
                                        pr->prefix_blocks),
                         (double) pr->header_time_ewma / 1000.0,
@@ -182,10 +183,12 @@ ngx_llmd_prom_peer(u_char *p, ngx_uint_t f, ngx_str_t *up,
         return ngx_sprintf(p, L "} %uA\n", LA, "", pr->picks);
 
     case F_PICKS:
-        other = pr->picks - pr->affinity_picks - pr->balance_picks
-                - pr->predicted_picks;
+        other = pr->picks - pr->affinity_picks - pr->home_picks
+                - pr->balance_picks - pr->predicted_picks;
         p = ngx_sprintf(p, L "} %uA\n", LA, ",reason=\"affinity\"",
                         pr->affinity_picks);
+        p = ngx_sprintf(p, L "} %uA\n", LA, ",reason=\"home\"",
+                        pr->home_picks);
         p = ngx_sprintf(p, L "} %uA\n", LA, ",reason=\"balance\"",
                         pr->balance_picks);
         p = ngx_sprintf(p, L "} %uA\n", LA, ",reason=\"predicted\"",

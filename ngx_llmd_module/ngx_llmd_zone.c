@@ -1,6 +1,6 @@
 /*
- * The shared-memory zone: per-peer load counters and the approximate prefix
- * index (prefix key -> peers that recently received it), shared by all
+ * The shared-memory zone: per-peer load counters and the prefix index
+ * (prefix key -> peers that recently received or stored it), shared by all
  * nginx worker processes and kept across reloads.
  *
  * The index is a chained hash table over a fixed array of entries with an
@@ -290,14 +290,16 @@ ngx_llmd_insert(ngx_llmd_shctx_t *sh, uint64_t key)
 }
 
 
+/* Whether the entry lists this peer id (slot + 1); with NGX_LLMD_KEY_HELD
+ * in flag, only as held. */
 static ngx_uint_t
-ngx_llmd_entry_has(ngx_llmd_entry_t *e, ngx_int_t slot)
+ngx_llmd_entry_has(ngx_llmd_entry_t *e, uint16_t id, uint16_t flag)
 {
     ngx_uint_t  k;
 
     for (k = 0; k < NGX_LLMD_KEY_PEERS && e->peers[k]; k++) {
-        if (e->peers[k] == slot + 1) {
-            return 1;
+        if ((e->peers[k] & NGX_LLMD_KEY_ID) == id) {
+            return (e->peers[k] & flag) == flag;
         }
     }
 
@@ -306,27 +308,34 @@ ngx_llmd_entry_has(ngx_llmd_entry_t *e, ngx_int_t slot)
 
 
 /*
- * For each candidate, how many leading blocks of the request it holds.
- * match[] must start at zero.
+ * For each candidate, how many leading blocks of the request it holds
+ * (match[]) and how many are recorded for it at all, held or placed
+ * (home[], may be NULL).  Both must start at zero.
+ *
+ * What a candidate holds: for a worker that publishes cache events, while
+ * they are fresh, only what it said it stored; for any other peer, the
+ * placements, which is all there is.  home[] is at least match[].
  *
  * An entry remembers at most NGX_LLMD_KEY_PEERS peers, so only the peers of
  * the first key's entry can match at all; and a peer's blocks are recorded
  * (or evicted by its worker) as a prefix, so whether it holds key i falls
  * from true to false once along the chain.  A binary search per such peer
  * finds its match in O(log n) lookups instead of walking a long prompt's
- * thousand keys.
+ * thousand keys; a second one, within the first's result, finds the held
+ * part for a worker with events.
  */
 void
 ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
     ngx_uint_t nkeys, ngx_int_t *slots, ngx_uint_t nslots, ngx_uint_t *match,
-    uint32_t *hints)
+    ngx_uint_t *home, uint32_t *hints)
 {
-    uint16_t           holders[NGX_LLMD_KEY_PEERS];
+    uint16_t           holders[NGX_LLMD_KEY_PEERS], id;
     uint32_t           e;
-    ngx_uint_t         j, k, lo, hi, mid;
+    ngx_uint_t         j, k, lo, hi, mid, fresh;
     ngx_llmd_shctx_t  *sh;
 
     sh = conf->sh;
+    fresh = ngx_llmd_redis_fresh(conf);
 
     ngx_shmtx_lock(&conf->shpool->mutex);
 
@@ -343,8 +352,10 @@ ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
 
     for (k = 0; k < NGX_LLMD_KEY_PEERS && holders[k]; k++) {
 
+        id = holders[k] & NGX_LLMD_KEY_ID;
+
         for (j = 0; j < nslots; j++) {
-            if (slots[j] == holders[k] - 1) {
+            if (slots[j] == id - 1) {
                 break;
             }
         }
@@ -353,7 +364,7 @@ ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
             continue;       /* holds it, but is not a candidate now */
         }
 
-        /* it holds keys[lo - 1]; find the largest such lo */
+        /* it has keys[lo - 1]; find the largest such lo */
         lo = 1;
         hi = nkeys + 1;
 
@@ -362,12 +373,43 @@ ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
             e = ngx_llmd_lookup(sh, keys[mid - 1]);
 
             if (e != NGX_LLMD_NIL
-                && ngx_llmd_entry_has(&sh->entries[e], slots[j]))
+                && ngx_llmd_entry_has(&sh->entries[e], id, 0))
             {
                 lo = mid;
                 if (hints) {
                     hints[mid - 1] = e;
                 }
+
+            } else {
+                hi = mid;
+            }
+        }
+
+        if (home) {
+            home[j] = lo;
+        }
+
+        if (!(fresh && sh->peers[id - 1].events)) {
+            match[j] = lo;  /* placements are all there is */
+            continue;
+        }
+
+        if (!(holders[k] & NGX_LLMD_KEY_HELD)) {
+            continue;       /* placed here, evicted since */
+        }
+
+        /* the held part of what is recorded; hints are set already */
+        hi = lo + 1;
+        lo = 1;
+
+        while (hi - lo > 1) {
+            mid = lo + (hi - lo) / 2;
+            e = ngx_llmd_lookup(sh, keys[mid - 1]);
+
+            if (e != NGX_LLMD_NIL
+                && ngx_llmd_entry_has(&sh->entries[e], id, NGX_LLMD_KEY_HELD))
+            {
+                lo = mid;
 
             } else {
                 hi = mid;
@@ -383,16 +425,24 @@ done:
 }
 
 
-/* The peer in slot now holds every block of this request. */
+/*
+ * The peer in slot was sent (held == 0), or its worker says it stored
+ * (held == 1), every block of this request.  recorded: how many leading
+ * blocks match() found recorded for it, held or not.
+ *
+ * A placement keeps the held flag of a peer already listed, and takes the
+ * place of the oldest placement when the entry is full, never of a held
+ * peer: it says less than a worker's own event.
+ */
 void
 ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
     ngx_uint_t nkeys, ngx_int_t slot, ngx_uint_t share, uint32_t *hints,
-    ngx_uint_t held)
+    ngx_uint_t recorded, ngx_uint_t held)
 {
     ngx_uint_t             head;
     ngx_llmd_placement_t  *pl;
 
-    uint16_t           id;
+    uint16_t           id, flag, want, v;
     uint32_t           e;
     ngx_uint_t         i, k;
     ngx_llmd_entry_t  *entry;
@@ -400,6 +450,11 @@ ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
 
     sh = conf->sh;
     id = (uint16_t) (slot + 1);
+    flag = held ? NGX_LLMD_KEY_HELD : 0;
+
+    /* what peers[0] must be for a key to need no update: a placement is
+     * satisfied by either, an event only by the held flag */
+    want = held ? (NGX_LLMD_KEY_ID | NGX_LLMD_KEY_HELD) : NGX_LLMD_KEY_ID;
 
     ngx_shmtx_lock(&conf->shpool->mutex);
 
@@ -407,9 +462,9 @@ ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
 
     /* a prompt this peer already holds whole, recorded recently: the
      * common case of a hot shared prefix costs one look at its last key */
-    if (held == nkeys && hints && hints[nkeys - 1] != NGX_LLMD_NIL
+    if (recorded == nkeys && hints && hints[nkeys - 1] != NGX_LLMD_NIL
         && sh->entries[hints[nkeys - 1]].key == keys[nkeys - 1]
-        && sh->entries[hints[nkeys - 1]].peers[0] == id
+        && (sh->entries[hints[nkeys - 1]].peers[0] & want) == (id | flag)
         && sh->clock - sh->entries[hints[nkeys - 1]].touched
            < sh->capacity / 8
         && !share)
@@ -429,7 +484,7 @@ ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
         if (e == NGX_LLMD_NIL) {
             e = ngx_llmd_insert(sh, keys[i]);
 
-        } else if (sh->entries[e].peers[0] == id
+        } else if ((sh->entries[e].peers[0] & want) == (id | flag)
                    && sh->clock - sh->entries[e].touched < sh->capacity / 8)
         {
             /* already this peer's, and recent enough: an approximate LRU
@@ -447,15 +502,39 @@ ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
         entry = &sh->entries[e];
         entry->touched = sh->clock;
 
-        /* move (or add) id to the front, dropping the oldest if full */
-        for (k = 0; k < NGX_LLMD_KEY_PEERS - 1; k++) {
-            if (entry->peers[k] == id || entry->peers[k] == 0) {
+        /* move (or add) id to the front; when the entry is full, the
+         * oldest placement makes room, or for an event the oldest peer */
+        for (k = 0; k < NGX_LLMD_KEY_PEERS; k++) {
+            if ((entry->peers[k] & NGX_LLMD_KEY_ID) == id
+                || entry->peers[k] == 0)
+            {
                 break;
             }
         }
 
+        if (k == NGX_LLMD_KEY_PEERS) {
+            while (k && (entry->peers[k - 1] & NGX_LLMD_KEY_HELD)) {
+                k--;
+            }
+
+            if (k) {
+                k--;
+
+            } else if (held) {
+                k = NGX_LLMD_KEY_PEERS - 1;
+
+            } else {
+                goto share;     /* all held: the workers know better */
+            }
+
+            v = id;
+
+        } else {
+            v = entry->peers[k] ? entry->peers[k] : id;
+        }
+
         ngx_memmove(&entry->peers[1], &entry->peers[0], k * sizeof(uint16_t));
-        entry->peers[0] = id;
+        entry->peers[0] = v | flag;
 
     share:
 
@@ -478,23 +557,23 @@ ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
 }
 
 
+/* The worker no longer holds this key: what was held stays a placement. */
 static void
-ngx_llmd_entry_drop(ngx_llmd_entry_t *e, uint16_t id)
+ngx_llmd_entry_demote(ngx_llmd_entry_t *e, uint16_t id)
 {
     ngx_uint_t  k;
 
     for (k = 0; k < NGX_LLMD_KEY_PEERS && e->peers[k]; k++) {
-        if (e->peers[k] == id) {
-            ngx_memmove(&e->peers[k], &e->peers[k + 1],
-                        (NGX_LLMD_KEY_PEERS - 1 - k) * sizeof(uint16_t));
-            e->peers[NGX_LLMD_KEY_PEERS - 1] = 0;
+        if ((e->peers[k] & NGX_LLMD_KEY_ID) == id) {
+            e->peers[k] &= NGX_LLMD_KEY_ID;
             return;
         }
     }
 }
 
 
-/* The peer no longer holds these prefixes (its cache evicted them). */
+/* The peer no longer holds these prefixes (its cache evicted them); they
+ * stay placed there, so the prefix keeps its home (see match()). */
 void
 ngx_llmd_zone_remove(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
     ngx_uint_t nkeys, ngx_int_t slot)
@@ -510,7 +589,7 @@ ngx_llmd_zone_remove(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
     for (i = 0; i < nkeys; i++) {
         e = ngx_llmd_lookup(sh, keys[i]);
         if (e != NGX_LLMD_NIL) {
-            ngx_llmd_entry_drop(&sh->entries[e], (uint16_t) (slot + 1));
+            ngx_llmd_entry_demote(&sh->entries[e], (uint16_t) (slot + 1));
         }
     }
 
@@ -518,10 +597,10 @@ ngx_llmd_zone_remove(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
 }
 
 
-/* The peer holds nothing any more (restart, snapshot resync): a full walk,
- * which is rare. */
+/* The peer holds nothing any more (restart, snapshot resync), and keeps
+ * its placements: a full walk, which is rare. */
 void
-ngx_llmd_zone_forget_peer(ngx_llmd_srv_conf_t *conf, ngx_int_t slot)
+ngx_llmd_zone_clear_peer(ngx_llmd_srv_conf_t *conf, ngx_int_t slot)
 {
     uint32_t           i;
     ngx_llmd_shctx_t  *sh;
@@ -531,7 +610,7 @@ ngx_llmd_zone_forget_peer(ngx_llmd_srv_conf_t *conf, ngx_int_t slot)
     ngx_shmtx_lock(&conf->shpool->mutex);
 
     for (i = sh->lru_head; i != NGX_LLMD_NIL; i = sh->entries[i].lru_next) {
-        ngx_llmd_entry_drop(&sh->entries[i], (uint16_t) (slot + 1));
+        ngx_llmd_entry_demote(&sh->entries[i], (uint16_t) (slot + 1));
     }
 
     ngx_shmtx_unlock(&conf->shpool->mutex);

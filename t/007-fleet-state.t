@@ -47,6 +47,10 @@ my $sys = "Fleet state system prompt that spans several prefix blocks. " x 20;
 sub chat { "POST /v1/chat/completions\n"
     . qq({"model":"m","max_tokens":8,"messages":[{"role":"system","content":"$sys"},{"role":"user","content":"$_[0]"}]}) }
 sub body_of { my ($spec) = @_; (split /\n/, $spec, 2)[1] }
+# a prompt whose prefix keys no other prompt here shares (chat()'s are all
+# its system prompt's)
+sub own { "POST /v1/completions\n"
+    . qq({"max_tokens":8,"prompt":"$_[0]: ) . ("a prompt of its own " x 64) . '"}' }
 
 my $p1 = rand_port(1);
 my $p2 = rand_port(2);
@@ -182,6 +186,10 @@ END
     }
 END
     is(nginx_start(http_config => $http, config => $config), '', 'nginx with server lines');
+    # the previous block's nginx published its load as it stopped; for a
+    # couple of seconds it would count as another gateway's, and a holder
+    # with a request in flight there is no better than a home
+    redis_cmd('DEL', $GW);
     heartbeat(id => 'a', addr => $A, ev => 1);
     heartbeat(id => 'b', addr => $B, ev => 1);
     sleep 0.3;
@@ -207,6 +215,44 @@ END
     sleep 0.2;
     $r = nginx_request($req);
     like($r->{headers}{'x-llmd-prefix-blocks'}, qr/^0\//, 'cleared event: no worker holds it');
+
+    # --- 3b. an evicted prefix keeps its home: with nobody holding it, it
+    # goes back to the worker that had it, not wherever load says
+    my $req3 = own('where was this prefix?');
+    my @keys3 = prefix_keys(body_of($req3));
+    event(1, $A, @keys3);          # a stored it ...
+    event(2, $A, @keys3);          # ... and evicted it: nobody holds it
+    sleep 0.2;
+    my @home = map { nginx_request($req3) } 1 .. 4;
+    is(join(' ', map { peer_of($_) } @home), "$A $A $A $A",
+       'removed everywhere: the prefix still goes to its home, a');
+    like($home[0]{headers}{'x-llmd-prefix-blocks'}, qr/^0\//,
+         'no block counted as held');
+    is($home[0]{headers}{'x-llmd-pick'}, 'home', 'pick reason home');
+
+    event(1, $B, @keys3);          # b stores it
+    sleep 0.2;
+    $r = nginx_request($req3);
+    is(peer_of($r), $B, 'a worker that holds it wins over a mere home');
+    is($r->{headers}{'x-llmd-prefix-blocks'}, scalar(@keys3) . '/' . scalar(@keys3),
+       'its blocks matched');
+    is($r->{headers}{'x-llmd-pick'}, 'affinity', 'pick reason affinity');
+
+    # a home does not outweigh load: another gateway's 40 requests on a
+    my $req4 = own('a home that is busy');
+    my @keys4 = prefix_keys(body_of($req4));
+    event(1, $A, @keys4);
+    event(2, $A, @keys4);
+    redis_cmd('DEL', $GW);
+    redis_cmd('HSET', $GW, 'busy-gateway', $mp->pack({
+        v => 1, id => 'busy-gateway', seq => 1, ts => int(time * 1000),
+        peers => [{ addr => $A, n => 40, tok => 40000 }] }));
+    sleep 0.3;
+    $r = nginx_request($req4);
+    is(peer_of($r), $B, 'an overloaded home is passed over');
+    is($r->{headers}{'x-llmd-pick'}, 'balance', 'by the imbalance switch');
+    redis_cmd('DEL', $GW);
+    sleep 0.3;
 
     my $st = status();
     ok($st->{upstreams}[0]{redis}{events_applied} >= 4, 'events counted');
@@ -252,7 +298,7 @@ END
     heartbeat(id => 'b', addr => $B, ev => 0, ptps => 0);
     redis_cmd('DEL', $GW);
     sleep 0.3;
-    my $req2 = chat('placed by another gateway');
+    my $req2 = own('placed by another gateway');
     my @keys2 = prefix_keys(body_of($req2));
     my %pl = (v => 1, id => 'other-gateway', addr => $B, type => 1,
               ts => int(time * 1000), bs => 256, keys => [map { 0 + $_ } @keys2]);
