@@ -12,11 +12,10 @@
 #         image has nvcc, so workers/cuda.mk builds the cuda backend
 #         (`--backend cuda`: weights and KV pages in GPU memory) for
 #         CUDA_ARCHS [sm_90 code + compute_90 PTX]; the sim and cpu backends
-#         are there too.  A cuda worker runs colocated (`--role both`): its
-#         pages are in device memory, and this build moves KV pages between
-#         prefill and decode workers over TCP from host memory only, so it
-#         refuses `--role prefill|decode` (the CUDA IPC and NCCL transports
-#         are not implemented).
+#         are there too.  The deployments run cuda workers colocated
+#         (`--role both`): their pages are in device memory, and the GPU
+#         transports (cuda-ipc, nccl) are built but not yet verified on a
+#         GPU (docs/deployment.md).
 # BUILD_IMAGE / RUN_IMAGE override either base directly.
 ARG VARIANT=cpu
 ARG CUDA_VERSION=12.4.1
