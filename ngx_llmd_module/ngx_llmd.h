@@ -18,7 +18,7 @@
 
 #define NGX_LLMD_MAX_PEERS          256     /* peers remembered per zone */
 #define NGX_LLMD_PEER_NAME_LEN      64
-#define NGX_LLMD_KEY_PEERS          4       /* peers remembered per prefix key */
+#define NGX_LLMD_KEY_PEERS          8       /* peers remembered per prefix key */
 #define NGX_LLMD_KEY_HELD           0x8000  /* in peers[]: the worker said so */
 #define NGX_LLMD_KEY_ID             0x7fff  /* in peers[]: slot + 1 */
 #define NGX_LLMD_NIL                0xffffffff
@@ -26,7 +26,7 @@
 #define NGX_LLMD_ZONE_MIN_SIZE      (256 * 1024)
 #define NGX_LLMD_BYTES_PER_TOKEN    4       /* rough, for load estimates */
 #define NGX_LLMD_WEIGHT_SCALE       1000    /* weights are fixed point */
-#define NGX_LLMD_ZONE_MAGIC         0x6c6c6d6404    /* layout version */
+#define NGX_LLMD_ZONE_MAGIC         0x6c6c6d6405    /* layout version */
 #define NGX_LLMD_PLACEMENTS         8192    /* ring of picks to share */
 #define NGX_LLMD_STALENESS_BUCKETS  8
 #define NGX_LLMD_PLACEHOLDER        "llmd-discovered-peers"

@@ -194,7 +194,13 @@ ngx_llmd_resolve_slots(ngx_llmd_srv_conf_t *conf,
             ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
                           "llmd: zone is full, peer %V is balanced "
                           "without shared state", &peer->name);
+            continue;
         }
+
+        /* its heartbeat may have come first, or it was discovered before
+         * a reload made it a server line: it is a candidate as this line
+         * only, not also as a discovered peer */
+        conf->sh->peers[slots[i]].dynamic = 0;
     }
 
     slots[conf->nslots[backup]] = -1;

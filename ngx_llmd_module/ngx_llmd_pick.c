@@ -172,13 +172,36 @@ ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
 }
 
 
-/* Imbalance switch, then the affinity/load score (see the top). */
+/* In-flight requests on a candidate's peer, this gateway's and others'. */
+static ngx_uint_t
+ngx_llmd_cand_load(ngx_llmd_shctx_t *sh, ngx_llmd_cand_t *cd)
+{
+    ngx_llmd_peer_t  *sp;
+
+    if (cd->slot < 0) {
+        return 0;
+    }
+
+    sp = &sh->peers[cd->slot];
+
+    return sp->inflight + sp->remote_inflight;
+}
+
+
+/*
+ * The affinity/load score, highest wins, among the candidates that are not
+ * overloaded: over the least loaded by more than llmd_balance_threshold's
+ * abs and rel both.  Those are passed over whatever they hold, so one hot
+ * prefix cannot pile up on a worker; the rest keep their affinity, so a
+ * long conversation stays with its history while short requests level the
+ * load.  The reason is "balance" where that changed the pick.
+ */
 ngx_uint_t
 ngx_llmd_pick_scored(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
     ngx_uint_t start, ngx_uint_t nkeys)
 {
-    ngx_int_t             score, best_score;
-    ngx_uint_t            k, c, best, load, min_load, max_load, max_tokens;
+    ngx_int_t             score, best_score, any_score;
+    ngx_uint_t            k, c, best, any, load, min_load, max_tokens;
     ngx_llmd_cand_t      *cd;
     ngx_llmd_peer_t      *sp;
     ngx_llmd_shctx_t     *sh;
@@ -188,45 +211,22 @@ ngx_llmd_pick_scored(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
     sh = conf->sh;
 
     min_load = NGX_MAX_UINT32_VALUE;
-    max_load = 0;
     max_tokens = 0;
 
     for (c = 0; c < ncand; c++) {
         cd = &lp->cand[c];
-        sp = cd->slot >= 0 ? &sh->peers[cd->slot] : NULL;
+        min_load = ngx_min(min_load, ngx_llmd_cand_load(sh, cd));
 
-        /* in-flight work counts this gateway's and the others' */
-        load = sp ? sp->inflight + sp->remote_inflight : 0;
-        min_load = ngx_min(min_load, load);
-        max_load = ngx_max(max_load, load);
-
-        if (sp) {
+        if (cd->slot >= 0) {
+            sp = &sh->peers[cd->slot];
             max_tokens = ngx_max(max_tokens,
                                  (sp->inflight_tokens + sp->remote_tokens)
                                  / cd->weight);
         }
     }
 
-    best = start;
-    best_score = NGX_MAX_INT_T_VALUE;
-
-    if (max_load - min_load > conf->balance_abs
-        && max_load * NGX_LLMD_WEIGHT_SCALE > conf->balance_rel * min_load)
-    {
-        /* imbalanced: the least loaded peer, stickiness notwithstanding */
-        for (k = 0; k < ncand; k++) {
-            c = (start + k) % ncand;
-            sp = lp->cand[c].slot >= 0 ? &sh->peers[lp->cand[c].slot] : NULL;
-            score = sp ? (ngx_int_t) (sp->inflight + sp->remote_inflight) : 0;
-            if (score < best_score) {
-                best_score = score;
-                best = c;
-            }
-        }
-
-        lp->ctx->reason = "balance";
-        return best;
-    }
+    best = any = start;
+    best_score = any_score = NGX_MAX_INT_T_VALUE;
 
     /* scores in fixed point; higher is better, kept negated as a cost */
     for (k = 0; k < ncand; k++) {
@@ -252,13 +252,27 @@ ngx_llmd_pick_scored(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
                                   / max_tokens);
         }
 
+        if (-score < any_score) {
+            any_score = -score;
+            any = c;
+        }
+
+        load = ngx_llmd_cand_load(sh, cd);
+
+        if (load - min_load > conf->balance_abs
+            && load * NGX_LLMD_WEIGHT_SCALE > conf->balance_rel * min_load)
+        {
+            continue;       /* overloaded */
+        }
+
         if (-score < best_score) {
             best_score = -score;
             best = c;
         }
     }
 
-    lp->ctx->reason = lp->cand[best].match ? "affinity"
+    lp->ctx->reason = (best != any) ? "balance"
+                      : lp->cand[best].match ? "affinity"
                       : lp->cand[best].home ? "home" : "load";
     return best;
 }

@@ -290,8 +290,13 @@ ngx_llmd_insert(ngx_llmd_shctx_t *sh, uint64_t key)
 }
 
 
-/* Whether the entry lists this peer id (slot + 1); with NGX_LLMD_KEY_HELD
- * in flag, only as held. */
+/*
+ * Whether the entry says this peer id (slot + 1) has its key; with
+ * NGX_LLMD_KEY_HELD in flag, as held.  A peer not listed in a full entry
+ * may have been pushed out by newer ones: a prefix that many peers share.
+ * It counts as had, since the peer was found holding this prompt somewhere
+ * (see match()), and a prompt is recorded as a whole prefix.
+ */
 static ngx_uint_t
 ngx_llmd_entry_has(ngx_llmd_entry_t *e, uint16_t id, uint16_t flag)
 {
@@ -303,7 +308,29 @@ ngx_llmd_entry_has(ngx_llmd_entry_t *e, uint16_t id, uint16_t flag)
         }
     }
 
-    return 0;
+    return k == NGX_LLMD_KEY_PEERS;
+}
+
+
+/* Candidates listed in an entry at depth keys[0..depth - 1]: each is known
+ * to have been sent at least that much of the prompt (match() below). */
+static void
+ngx_llmd_match_note(ngx_llmd_entry_t *e, ngx_uint_t depth, ngx_int_t *slots,
+    ngx_uint_t nslots, ngx_uint_t *known)
+{
+    uint16_t    id;
+    ngx_uint_t  j, k;
+
+    for (k = 0; k < NGX_LLMD_KEY_PEERS && e->peers[k]; k++) {
+        id = e->peers[k] & NGX_LLMD_KEY_ID;
+
+        for (j = 0; j < nslots; j++) {
+            if (slots[j] == id - 1) {
+                known[j] = ngx_max(known[j], depth);
+                break;
+            }
+        }
+    }
 }
 
 
@@ -316,26 +343,34 @@ ngx_llmd_entry_has(ngx_llmd_entry_t *e, uint16_t id, uint16_t flag)
  * they are fresh, only what it said it stored; for any other peer, the
  * placements, which is all there is.  home[] is at least match[].
  *
- * An entry remembers at most NGX_LLMD_KEY_PEERS peers, so only the peers of
- * the first key's entry can match at all; and a peer's blocks are recorded
- * (or evicted by its worker) as a prefix, so whether it holds key i falls
- * from true to false once along the chain.  A binary search per such peer
- * finds its match in O(log n) lookups instead of walking a long prompt's
- * thousand keys; a second one, within the first's result, finds the held
- * part for a worker with events.
+ * A peer's blocks are recorded (or evicted by its worker) as a prefix, so
+ * whether it has key i falls from true to false once along the chain, and
+ * a binary search per peer finds its match in O(log n) lookups instead of
+ * walking a long prompt's thousand keys; a second one, within the first's
+ * result, finds the held part for a worker with events.
+ *
+ * Who to search for: the peers listed at the first key, and at the keys a
+ * binary search for the deepest recorded key visits.  An entry lists at
+ * most NGX_LLMD_KEY_PEERS peers, so a system prompt on more workers than
+ * that lists only the latest; a conversation's own history, deeper down,
+ * still names the worker that holds it.
  */
 void
 ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
     ngx_uint_t nkeys, ngx_int_t *slots, ngx_uint_t nslots, ngx_uint_t *match,
     ngx_uint_t *home, uint32_t *hints)
 {
-    uint16_t           holders[NGX_LLMD_KEY_PEERS], id;
+    uint16_t           id;
     uint32_t           e;
-    ngx_uint_t         j, k, lo, hi, mid, fresh;
+    ngx_uint_t         j, lo, hi, mid, fresh, *known;
     ngx_llmd_shctx_t  *sh;
 
     sh = conf->sh;
     fresh = ngx_llmd_redis_fresh(conf);
+
+    /* the deepest known recorded key per candidate; match[] is free until
+     * the end, and zero */
+    known = match;
 
     ngx_shmtx_lock(&conf->shpool->mutex);
 
@@ -348,24 +383,37 @@ ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
         hints[0] = e;       /* record() can skip this lookup */
     }
 
-    ngx_memcpy(holders, sh->entries[e].peers, sizeof(holders));
+    ngx_llmd_match_note(&sh->entries[e], 1, slots, nslots, known);
 
-    for (k = 0; k < NGX_LLMD_KEY_PEERS && holders[k]; k++) {
+    lo = 1;
+    hi = nkeys + 1;
 
-        id = holders[k] & NGX_LLMD_KEY_ID;
+    while (hi - lo > 1) {
+        mid = lo + (hi - lo) / 2;
+        e = ngx_llmd_lookup(sh, keys[mid - 1]);
 
-        for (j = 0; j < nslots; j++) {
-            if (slots[j] == id - 1) {
-                break;
+        if (e != NGX_LLMD_NIL) {
+            ngx_llmd_match_note(&sh->entries[e], mid, slots, nslots, known);
+            lo = mid;
+            if (hints) {
+                hints[mid - 1] = e;
             }
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    for (j = 0; j < nslots; j++) {
+
+        if (known[j] == 0) {
+            continue;       /* not recorded for this prompt */
         }
 
-        if (j == nslots) {
-            continue;       /* holds it, but is not a candidate now */
-        }
+        id = (uint16_t) (slots[j] + 1);
 
         /* it has keys[lo - 1]; find the largest such lo */
-        lo = 1;
+        lo = known[j];
         hi = nkeys + 1;
 
         while (hi - lo > 1) {
@@ -389,16 +437,21 @@ ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
             home[j] = lo;
         }
 
-        if (!(fresh && sh->peers[id - 1].events)) {
+        if (!(fresh && sh->peers[slots[j]].events)) {
             match[j] = lo;  /* placements are all there is */
             continue;
         }
 
-        if (!(holders[k] & NGX_LLMD_KEY_HELD)) {
-            continue;       /* placed here, evicted since */
+        /* the held part of what is recorded, from the first key on */
+        e = ngx_llmd_lookup(sh, keys[0]);
+
+        if (e == NGX_LLMD_NIL
+            || !ngx_llmd_entry_has(&sh->entries[e], id, NGX_LLMD_KEY_HELD))
+        {
+            match[j] = 0;   /* placed here, evicted since */
+            continue;
         }
 
-        /* the held part of what is recorded; hints are set already */
         hi = lo + 1;
         lo = 1;
 

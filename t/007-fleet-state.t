@@ -205,6 +205,12 @@ END
     is($r->{headers}{'x-llmd-prefix-blocks'}, scalar(@keys) . '/' . scalar(@keys),
        'all blocks matched');
 
+    # their heartbeats came before nginx's first request: server lines all
+    # the same, not also discovered peers (candidates twice over)
+    my $st0 = status();
+    is(join(' ', sort map { "$_->{name}=$_->{source}" } @{ $st0->{upstreams}[0]{peers} }),
+       join(' ', sort("$A=server", "$B=server")), 'server lines heard from first are not discovered peers');
+
     event(1, $A, @keys);           # now both hold it ...
     event(2, $B, @keys);           # ... and b evicted it
     sleep 0.2;
