@@ -89,17 +89,42 @@ ngx_llmd_discovered_candidates(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
  * worker and evicts it everywhere (each pick is right, the fleet's cache is
  * lost); the margin is what a warm cache is worth to the requests after
  * this one.  NGX_DECLINED when some candidate lacks fresh fleet state.
+ *
+ * "The fastest" is any candidate within NGX_LLMD_PREDICT_TOLERANCE of the
+ * lowest prediction, the least loaded of them: predictions come from
+ * heartbeats and measured rates, and a few milliseconds between workers
+ * are noise.  Taken at face value, a worker whose last steps measured a
+ * slightly faster prefill would draw every cold request until its queue
+ * showed in a heartbeat.
  */
+
+#define NGX_LLMD_PREDICT_TOLERANCE  0.10    /* of the lowest, at least ... */
+#define NGX_LLMD_PREDICT_TOLERANCE_STEPS  1 /* ... one decode step */
+
+static ngx_uint_t ngx_llmd_cand_load(ngx_llmd_shctx_t *sh, ngx_llmd_cand_t *cd);
+
+
+static ngx_uint_t
+ngx_llmd_slo_met(ngx_llmd_srv_conf_t *conf, ngx_llmd_cand_t *cd)
+{
+    return !((conf->slo_ttft && cd->ttft > (double) conf->slo_ttft)
+             || (conf->slo_itl && cd->itl > (double) conf->slo_itl));
+}
+
+
 ngx_int_t
 ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
     ngx_uint_t start, ngx_uint_t *best)
 {
+    double                tol;
     uint64_t              bytes;
-    ngx_uint_t            k, c, pass, fast, sticky, found;
+    ngx_uint_t            k, c, pass, fast, near, sticky, found, load, nload;
     ngx_llmd_cand_t      *cd;
+    ngx_llmd_shctx_t     *sh;
     ngx_llmd_srv_conf_t  *conf;
 
     conf = lp->conf;
+    sh = conf->sh;
 
     for (c = 0; c < ncand; c++) {
         if (!ngx_llmd_predict_ready(conf, lp->cand[c].slot)) {
@@ -124,10 +149,7 @@ ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
             c = (start + k) % ncand;
             cd = &lp->cand[c];
 
-            if (pass == 0
-                && ((conf->slo_ttft && cd->ttft > (double) conf->slo_ttft)
-                    || (conf->slo_itl && cd->itl > (double) conf->slo_itl)))
-            {
+            if (pass == 0 && !ngx_llmd_slo_met(conf, cd)) {
                 continue;
             }
 
@@ -153,18 +175,43 @@ ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
             continue;
         }
 
-        if (lp->cand[sticky].match
+        /* the least loaded of those about as fast as the fastest */
+        tol = ngx_max(lp->cand[fast].ttft * NGX_LLMD_PREDICT_TOLERANCE,
+                      lp->cand[fast].itl * NGX_LLMD_PREDICT_TOLERANCE_STEPS);
+        near = fast;
+        nload = ngx_llmd_cand_load(sh, &lp->cand[fast]);
+
+        for (k = 0; k < ncand; k++) {
+            c = (start + k) % ncand;
+            cd = &lp->cand[c];
+
+            if ((pass == 0 && !ngx_llmd_slo_met(conf, cd))
+                || cd->ttft > lp->cand[fast].ttft + tol)
+            {
+                continue;
+            }
+
+            load = ngx_llmd_cand_load(sh, cd);
+
+            if (cd->match > lp->cand[near].match
+                || (cd->match == lp->cand[near].match && load < nload))
+            {
+                near = c;
+                nload = load;
+            }
+        }
+
+        if (lp->cand[sticky].match > lp->cand[near].match
             && lp->cand[sticky].ttft
                <= lp->cand[fast].ttft + (double) conf->stickiness)
         {
             *best = sticky;
-            lp->ctx->reason = pass == 0 ? "predicted" : "slo-miss";
 
         } else {
-            *best = fast;
-            lp->ctx->reason = pass == 0 ? "predicted" : "slo-miss";
+            *best = near;
         }
 
+        lp->ctx->reason = pass == 0 ? "predicted" : "slo-miss";
         return NGX_OK;
     }
 

@@ -22,7 +22,7 @@ sub heartbeat {
              model => 'm', role => 0, seq => ++$seq{$id},
              ts => int(time * 1000), ivl => 50, ttl => 60000,
              run => 0, wait => 0, qpt => 0, kvu => 1, kvt => 100, bt => 16,
-             ptps => 0, dms0 => 5.5, dms1 => 0.5, ttft => 10.5,
+             ptps => $o{ptps} // 0, dms0 => 5.5, dms1 => 0.5, ttft => 10.5,
              req => 0, ptok => 0, gtok => 0, hit => 0, ev => 1);
     redis_cmd('HSET', $HB, $id, $mp->pack(\%h));
 }
@@ -127,6 +127,30 @@ sleep 0.3;
 $r = nginx_request($conv3);
 isnt(peer_of($r), $addr[9], 'the overloaded holder is passed over');
 is($r->{headers}{'x-llmd-pick'}, 'balance', 'pick reason balance');
+
+redis_cmd('DEL', $GW);
+nginx_stop();
+
+# --- 3. predictions: a few percent between workers is noise, and the less
+# loaded of two about equally fast workers wins
+(my $http_predict = $http) =~ s/llmd;\n/llmd;\n        llmd_predict on;\n/;
+is(nginx_start(http_config => $http_predict, config => $config), '', 'nginx with llmd_predict');
+redis_cmd('DEL', $HB);
+heartbeat(id => 'w0', addr => $addr[0], ptps => 1000);
+heartbeat(id => 'w1', addr => $addr[1], ptps => 1050);     # 5% faster
+%gw = (v => 1, id => 'other-gateway', seq => 1, ts => int(time * 1000),
+       peers => [{ addr => $addr[1], n => 3, tok => 3000 }]);
+redis_cmd('HSET', $GW, 'other-gateway', $mp->pack(\%gw));
+sleep 0.4;
+my $cold = "POST /v1/completions\n{\"max_tokens\":8,\"prompt\":\"" . ('a cold prompt ' x 280) . '"}';
+$r = nginx_request($cold);
+is(peer_of($r), $addr[0], 'about as fast and less loaded: w0 over the 5% faster w1');
+is($r->{headers}{'x-llmd-pick'}, 'predicted', 'pick reason predicted');
+
+heartbeat(id => 'w0', addr => $addr[0], ptps => 500);       # twice as slow
+sleep 0.3;
+$r = nginx_request($cold =~ s/a cold prompt/another cold one/gr);
+is(peer_of($r), $addr[1], 'twice as fast: w1, though busier');
 
 redis_cmd('DEL', $GW);
 nginx_stop();
