@@ -81,6 +81,22 @@ ngx_llmd_discovered_candidates(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
 }
 
 
+/* In-flight requests on a candidate's peer, this gateway's and others'. */
+static ngx_uint_t
+ngx_llmd_cand_load(ngx_llmd_shctx_t *sh, ngx_llmd_cand_t *cd)
+{
+    ngx_llmd_peer_t  *sp;
+
+    if (cd->slot < 0) {
+        return 0;
+    }
+
+    sp = &sh->peers[cd->slot];
+
+    return sp->inflight + sp->remote_inflight;
+}
+
+
 /*
  * Prediction: among the candidates predicted to meet llmd_slo, the one
  * holding the most of the prompt, unless its predicted TTFT is worse than
@@ -100,9 +116,6 @@ ngx_llmd_discovered_candidates(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
 
 #define NGX_LLMD_PREDICT_TOLERANCE  0.10    /* of the lowest, at least ... */
 #define NGX_LLMD_PREDICT_TOLERANCE_STEPS  1 /* ... one decode step */
-
-static ngx_uint_t ngx_llmd_cand_load(ngx_llmd_shctx_t *sh, ngx_llmd_cand_t *cd);
-
 
 static ngx_uint_t
 ngx_llmd_slo_met(ngx_llmd_srv_conf_t *conf, ngx_llmd_cand_t *cd)
@@ -216,22 +229,6 @@ ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
     }
 
     return NGX_DECLINED;
-}
-
-
-/* In-flight requests on a candidate's peer, this gateway's and others'. */
-static ngx_uint_t
-ngx_llmd_cand_load(ngx_llmd_shctx_t *sh, ngx_llmd_cand_t *cd)
-{
-    ngx_llmd_peer_t  *sp;
-
-    if (cd->slot < 0) {
-        return 0;
-    }
-
-    sp = &sh->peers[cd->slot];
-
-    return sp->inflight + sp->remote_inflight;
 }
 
 

@@ -361,7 +361,7 @@ ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
     ngx_uint_t *home, uint32_t *hints)
 {
     uint16_t           id;
-    uint32_t           e;
+    uint32_t           e, first;
     ngx_uint_t         j, lo, hi, mid, fresh, *known;
     ngx_llmd_shctx_t  *sh;
 
@@ -374,16 +374,16 @@ ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
 
     ngx_shmtx_lock(&conf->shpool->mutex);
 
-    e = ngx_llmd_lookup(sh, keys[0]);
-    if (e == NGX_LLMD_NIL) {
+    first = ngx_llmd_lookup(sh, keys[0]);
+    if (first == NGX_LLMD_NIL) {
         goto done;
     }
 
     if (hints) {
-        hints[0] = e;       /* record() can skip this lookup */
+        hints[0] = first;   /* record() can skip this lookup */
     }
 
-    ngx_llmd_match_note(&sh->entries[e], 1, slots, nslots, known);
+    ngx_llmd_match_note(&sh->entries[first], 1, slots, nslots, known);
 
     lo = 1;
     hi = nkeys + 1;
@@ -443,11 +443,7 @@ ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
         }
 
         /* the held part of what is recorded, from the first key on */
-        e = ngx_llmd_lookup(sh, keys[0]);
-
-        if (e == NGX_LLMD_NIL
-            || !ngx_llmd_entry_has(&sh->entries[e], id, NGX_LLMD_KEY_HELD))
-        {
+        if (!ngx_llmd_entry_has(&sh->entries[first], id, NGX_LLMD_KEY_HELD)) {
             match[j] = 0;   /* placed here, evicted since */
             continue;
         }
