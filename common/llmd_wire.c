@@ -76,6 +76,7 @@ static const field_t  gateway_peer_fields[] = {
     STR(llmd_gateway_peer_t, addr, "addr"),
     U32(llmd_gateway_peer_t, inflight, "n"),
     U64(llmd_gateway_peer_t, inflight_tokens, "tok"),
+    U64(llmd_gateway_peer_t, inflight_work, "wk"),
     { NULL, T_STR, 0, 0 }
 };
 

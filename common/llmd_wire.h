@@ -98,7 +98,8 @@ typedef struct {
 typedef struct {
     char        addr[LLMD_WIRE_ADDR_MAX];
     uint32_t    inflight;
-    uint64_t    inflight_tokens;
+    uint64_t    inflight_tokens;                /* prompt + max_tokens */
+    uint64_t    inflight_work;                  /* uncached + max_tokens */
 } llmd_gateway_peer_t;
 
 typedef struct {

@@ -26,7 +26,7 @@
 #define NGX_LLMD_ZONE_MIN_SIZE      (256 * 1024)
 #define NGX_LLMD_BYTES_PER_TOKEN    4       /* rough, for load estimates */
 #define NGX_LLMD_WEIGHT_SCALE       1000    /* weights are fixed point */
-#define NGX_LLMD_ZONE_MAGIC         0x6c6c6d6405    /* layout version */
+#define NGX_LLMD_ZONE_MAGIC         0x6c6c6d6406    /* layout version */
 #define NGX_LLMD_PLACEMENTS         8192    /* ring of picks to share */
 #define NGX_LLMD_STALENESS_BUCKETS  8
 #define NGX_LLMD_PLACEHOLDER        "llmd-discovered-peers"
@@ -61,6 +61,7 @@ typedef struct {
     ngx_atomic_t        inflight;           /* requests picked, not freed */
     ngx_atomic_t        inflight_tokens;    /* prompt + max_tokens of those */
     ngx_atomic_t        inflight_uncached;  /* their prompt tokens not cached */
+    ngx_atomic_t        inflight_work;      /* uncached + max_tokens of those */
     ngx_atomic_t        picks;
     ngx_atomic_t        affinity_picks;
     ngx_atomic_t        balance_picks;
@@ -95,6 +96,7 @@ typedef struct {
     double              bytes_per_token;    /* the worker's tokenizer */
     ngx_atomic_t        remote_inflight;    /* other gateways' requests */
     ngx_atomic_t        remote_tokens;
+    ngx_atomic_t        remote_work;
 
     /* a prefill-role worker's KV transfer listener, validated like addr */
     u_char              kv_addr[LLMD_WIRE_ADDR_MAX];

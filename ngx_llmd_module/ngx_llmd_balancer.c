@@ -324,12 +324,14 @@ ngx_llmd_init_peer(ngx_http_request_t *r, ngx_http_upstream_srv_conf_t *us)
     lp->ctx = ctx;
 
     tokens = 0;
+    lp->output = 0;
 
     if (ctx->inspected) {
+        lp->output = ctx->req.max_tokens >= 0
+                     ? (ngx_uint_t) ngx_min(ctx->req.max_tokens, 1 << 24)
+                     : conf->default_max_tokens;
         tokens = ctx->req.prefix.total_bytes / NGX_LLMD_BYTES_PER_TOKEN
-                 + (ctx->req.max_tokens >= 0
-                    ? (ngx_uint_t) ngx_min(ctx->req.max_tokens, 1 << 24)
-                    : conf->default_max_tokens);
+                 + lp->output;
 
         if (ctx->req.stream == 1) {
             /* tokens must reach the client as they are made */
@@ -650,7 +652,9 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
          * only receives its KV */
         lp->uncached = ctx->pd_remote ? 0
                                       : ngx_llmd_uncached_tokens(lp, cd->match);
+        lp->work = lp->uncached + lp->output;
         (void) ngx_atomic_fetch_add(&sp->inflight_uncached, lp->uncached);
+        (void) ngx_atomic_fetch_add(&sp->inflight_work, lp->work);
         (void) ngx_atomic_fetch_add(&sp->inflight, 1);
         (void) ngx_atomic_fetch_add(&sp->inflight_tokens, lp->tokens);
         (void) ngx_atomic_fetch_add(&sp->picks, 1);
@@ -807,6 +811,8 @@ ngx_llmd_free_peer(ngx_peer_connection_t *pc, void *data, ngx_uint_t state)
                                     -(ngx_atomic_int_t) lp->tokens);
         (void) ngx_atomic_fetch_add(&sp->inflight_uncached,
                                     -(ngx_atomic_int_t) lp->uncached);
+        (void) ngx_atomic_fetch_add(&sp->inflight_work,
+                                    -(ngx_atomic_int_t) lp->work);
 
         if (state & NGX_PEER_FAILED) {
             (void) ngx_atomic_fetch_add(&sp->failures, 1);

@@ -32,8 +32,10 @@ typedef struct {
     ngx_int_t                          slot;        /* of the current try */
     unsigned                           discovered:1;
     ngx_uint_t                         tokens;      /* this request's load */
+    ngx_uint_t                         output;      /* max_tokens of tokens */
     uint64_t                           pending;     /* added to pending_tokens */
     uint64_t                           uncached;    /* added to inflight_uncached */
+    uint64_t                           work;        /* added to inflight_work */
     double                             predicted;   /* of the current try */
 
     ngx_http_upstream_rr_peers_t      *primary;

@@ -239,6 +239,11 @@ ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
  * prefix cannot pile up on a worker; the rest keep their affinity, so a
  * long conversation stays with its history while short requests level the
  * load.  The reason is "balance" where that changed the pick.
+ *
+ * The load term is the work in flight: prompt tokens the peer did not hold
+ * when picked, plus max_tokens.  A long conversation's next turn costs its
+ * worker little more than its new message, and a short request queued
+ * behind a cold long prompt waits for all of it.
  */
 ngx_uint_t
 ngx_llmd_pick_scored(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
@@ -264,7 +269,7 @@ ngx_llmd_pick_scored(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
         if (cd->slot >= 0) {
             sp = &sh->peers[cd->slot];
             max_tokens = ngx_max(max_tokens,
-                                 (sp->inflight_tokens + sp->remote_tokens)
+                                 (sp->inflight_work + sp->remote_work)
                                  / cd->weight);
         }
     }
@@ -291,7 +296,7 @@ ngx_llmd_pick_scored(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
         if (max_tokens && cd->slot >= 0) {
             sp = &sh->peers[cd->slot];
             score -= (ngx_int_t) ((uint64_t) conf->load_weight
-                                  * ((sp->inflight_tokens + sp->remote_tokens)
+                                  * ((sp->inflight_work + sp->remote_work)
                                      / cd->weight)
                                   / max_tokens);
         }

@@ -301,6 +301,7 @@ ngx_llmd_redis_publish_load(ngx_llmd_redis_t *cl)
                    ngx_min(sh->peers[n].name_len, LLMD_WIRE_ADDR_MAX - 1));
         gw->peers[gw->npeers].inflight = sh->peers[n].inflight;
         gw->peers[gw->npeers].inflight_tokens = sh->peers[n].inflight_tokens;
+        gw->peers[gw->npeers].inflight_work = sh->peers[n].inflight_work;
         gw->npeers++;
     }
 

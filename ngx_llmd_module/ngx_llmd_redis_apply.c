@@ -227,7 +227,8 @@ ngx_llmd_redis_on_gateways(redisAsyncContext *ac, void *r, void *privdata)
     llmd_wire_status_t    st;
     llmd_gateway_load_t  *gw;
     redisReply           *v;
-    static ngx_atomic_uint_t  req[NGX_LLMD_MAX_PEERS], tok[NGX_LLMD_MAX_PEERS];
+    static ngx_atomic_uint_t  req[NGX_LLMD_MAX_PEERS], tok[NGX_LLMD_MAX_PEERS],
+                              work[NGX_LLMD_MAX_PEERS];
 
     if (reply == NULL) {
         return;
@@ -248,6 +249,7 @@ ngx_llmd_redis_on_gateways(redisAsyncContext *ac, void *r, void *privdata)
 
     ngx_memzero(req, sizeof(req));
     ngx_memzero(tok, sizeof(tok));
+    ngx_memzero(work, sizeof(work));
 
     for (i = 0; i + 1 < reply->elements; i += 2) {
         v = reply->element[i + 1];
@@ -277,6 +279,7 @@ ngx_llmd_redis_on_gateways(redisAsyncContext *ac, void *r, void *privdata)
             if (slot >= 0) {
                 req[slot] += gw->peers[k].inflight;
                 tok[slot] += gw->peers[k].inflight_tokens;
+                work[slot] += gw->peers[k].inflight_work;
             }
         }
     }
@@ -284,6 +287,7 @@ ngx_llmd_redis_on_gateways(redisAsyncContext *ac, void *r, void *privdata)
     for (n = 0; n < sh->npeers; n++) {
         sh->peers[n].remote_inflight = req[n];
         sh->peers[n].remote_tokens = tok[n];
+        sh->peers[n].remote_work = work[n];
     }
 
     sh->remote_gateways = gateways;

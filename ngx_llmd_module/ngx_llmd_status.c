@@ -6,7 +6,7 @@
 #include "ngx_llmd.h"
 
 
-#define NGX_LLMD_STATUS_PEER_MAX    3072    /* bytes per peer, both formats */
+#define NGX_LLMD_STATUS_PEER_MAX    4096    /* bytes per peer, both formats */
 #define NGX_LLMD_STATUS_HEAD_MAX    4096    /* bytes per upstream */
 
 static const ngx_uint_t  ngx_llmd_staleness_le[NGX_LLMD_STALENESS_BUCKETS - 1]
@@ -82,7 +82,7 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
 
         p = ngx_sprintf(p, "%s{\"name\":\"%*s\",\"source\":\"%s\","
                         "\"inflight\":%uA,\"inflight_tokens\":%uA,"
-                        "\"remote_inflight\":%uA,\"picks\":%uA,"
+                        "\"inflight_work\":%uA,\"remote_inflight\":%uA,\"picks\":%uA,"
                         "\"affinity_picks\":%uA,\"home_picks\":%uA,"
                         "\"balance_picks\":%uA,"
                         "\"predicted_picks\":%uA,\"failures\":%uA,"
@@ -90,7 +90,7 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
                         "\"header_time_ms\":%.1f,\"observed_ttft_ms\":%.1f",
                         i ? "," : "", pr->name_len, pr->name,
                         pr->dynamic ? "discovered" : "server",
-                        pr->inflight, pr->inflight_tokens,
+                        pr->inflight, pr->inflight_tokens, pr->inflight_work,
                         pr->remote_inflight, pr->picks, pr->affinity_picks,
                         pr->home_picks, pr->balance_picks, pr->predicted_picks, pr->failures,
                         ngx_llmd_ratio(pr->prefix_hit_blocks,
@@ -138,7 +138,8 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
 /* Prometheus text: one family at a time, over every llmd upstream. */
 
 typedef enum {
-    F_REQUESTS, F_PICKS, F_INFLIGHT, F_INFLIGHT_TOKENS, F_FAILURES,
+    F_REQUESTS, F_PICKS, F_INFLIGHT, F_INFLIGHT_TOKENS, F_INFLIGHT_WORK,
+    F_FAILURES,
     F_HIT_BLOCKS, F_BLOCKS, F_OBSERVED, F_PRED_ERR, F_UP, F_AGE,
     F_PD_ASSIGNED, F_PD_INFLIGHT, F_NFAMILIES
 } ngx_llmd_family_e;
@@ -149,6 +150,8 @@ static const char  *ngx_llmd_families[F_NFAMILIES][3] = {
     { "inflight_requests", "gauge", "Requests in flight to the peer." },
     { "inflight_tokens", "gauge",
       "Estimated tokens (prompt + max_tokens) in flight to the peer." },
+    { "inflight_work_tokens", "gauge",
+      "Estimated uncached prompt tokens + max_tokens in flight to the peer." },
     { "failures_total", "counter", "Failed attempts on the peer." },
     { "prefix_hit_blocks_total", "counter",
       "Prefix blocks the peer was believed to hold when picked." },
@@ -200,6 +203,9 @@ ngx_llmd_prom_peer(u_char *p, ngx_uint_t f, ngx_str_t *up,
 
     case F_INFLIGHT_TOKENS:
         return ngx_sprintf(p, L "} %uA\n", LA, "", pr->inflight_tokens);
+
+    case F_INFLIGHT_WORK:
+        return ngx_sprintf(p, L "} %uA\n", LA, "", pr->inflight_work);
 
     case F_FAILURES:
         return ngx_sprintf(p, L "} %uA\n", LA, "", pr->failures);

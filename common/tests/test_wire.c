@@ -282,6 +282,7 @@ START_TEST(gateway_round_trip)
     strcpy(a->peers[0].addr, "127.0.0.1:1");
     a->peers[0].inflight = 3;
     a->peers[0].inflight_tokens = 3000;
+    a->peers[0].inflight_work = 700;
     strcpy(a->peers[1].addr, "127.0.0.1:2");
     a->peers[1].inflight = 0;
 

@@ -162,13 +162,22 @@ sub servroot () {
     return $ServRoot;
 }
 
+# The kernel may hand a closed port out again: never the same one twice
+# in a test, or nginx refuses a duplicate listen.
+my %PortsGiven;
+
 sub free_port () {
-    my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
-                                  LocalPort => 0, Proto => 'tcp', ReuseAddr => 1)
-        or die "no free port: $!";
-    my $port = $s->sockport;
-    close $s;
-    return $port;
+    for (1 .. 100) {
+        my $s = IO::Socket::INET->new(Listen => 1, LocalAddr => '127.0.0.1',
+                                      LocalPort => 0, Proto => 'tcp',
+                                      ReuseAddr => 1)
+            or die "no free port: $!";
+        my $port = $s->sockport;
+        close $s;
+        next if $PortsGiven{$port}++;
+        return $port;
+    }
+    die "no free port not given already\n";
 }
 
 sub server_port () {

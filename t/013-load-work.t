@@ -1,0 +1,103 @@
+# The load term counts the work in flight, not its size: prompt tokens the
+# worker did not hold when picked, plus max_tokens.  A real redis-server;
+# heartbeats and another gateway's load record are written the way workers
+# and gateways write them (common/llmd_wire).
+
+use lib 't/lib';
+use Test::LLMD;
+use Test::More;
+use Data::MessagePack;
+use Time::HiRes qw(sleep time);
+
+my $mp = Data::MessagePack->new->prefer_integer;
+my $HB = 'llmd:default:hb';
+my $GW = 'llmd:default:gw';
+my %seq;
+
+sub heartbeat {
+    my (%o) = @_;
+    my $id = $o{id};
+    my %h = (v => 1, id => $id, pool => 'default', addr => $o{addr},
+             model => 'm', role => 0, seq => ++$seq{$id},
+             ts => int(time * 1000), ivl => 50, ttl => 60000,
+             run => 0, wait => 0, qpt => 0, kvu => 1, kvt => 100, bt => 16,
+             ptps => 0, dms0 => 5.5, dms1 => 0.5, ttft => 10.5,
+             req => 0, ptok => 0, gtok => 0, hit => 0, ev => 1);
+    redis_cmd('HSET', $HB, $id, $mp->pack(\%h));
+}
+
+# another gateway's requests in flight, per worker: [n, tok, wk]
+sub other_gateway {
+    my (%load) = @_;
+    my %gw = (v => 1, id => 'other-gateway', seq => ++$seq{gw}, ts => int(time * 1000),
+              peers => [map { { addr => $_, n => $load{$_}[0],
+                                tok => $load{$_}[1],
+                                (defined $load{$_}[2] ? (wk => $load{$_}[2]) : ()) } }
+                        sort keys %load]);
+    redis_cmd('HSET', $GW, 'other-gateway', $mp->pack(\%gw));
+}
+
+sub peer_of { $_[0]->{headers}{'x-llmd-upstream'} // '-' }
+
+my @addr = map { '127.0.0.1:' . rand_port($_) } 1 .. 2;
+my $listen = join '', map { "        listen $_;\n" } @addr;
+
+my $http = <<"END";
+    upstream llm {
+        llmd;
+        llmd_redis unix:\$TEST_NGINX_REDIS_SOCK interval=50ms allow=127.0.0.1/32;
+    }
+    server {
+$listen
+        location / { return 200 "\$server_port\\n"; }
+    }
+END
+
+my $config = <<'END';
+    location /v1/ {
+        llmd_debug_headers on;
+        proxy_pass http://llm;
+    }
+    location = /llmd/status { llmd_status; }
+END
+
+redis_start();
+is(nginx_start(http_config => $http, config => $config), '', 'nginx started');
+heartbeat(id => "w$_", addr => $addr[$_]) for 0 .. 1;
+sleep 0.4;
+
+my $n = 0;
+sub short_request {
+    $n++;
+    return "POST /v1/completions\n{\"max_tokens\":16,\"prompt\":\"A short lookup, number $n.\"}";
+}
+
+# w0 runs a long conversation's next turn, 8,000 tokens of which it holds
+# all but 300; w1 prefills a cold 3,000-token prompt.  One request each.
+other_gateway($addr[0] => [1, 8128, 428], $addr[1] => [1, 3128, 3128]);
+sleep 0.3;
+
+my @peers = map { peer_of(nginx_request(short_request())) } 1 .. 3;
+is("@peers", join(' ', ($addr[0]) x 3),
+   'short requests go to the worker with less work, not fewer tokens');
+
+my $st = nginx_request("GET /llmd/status");
+like($st->{body}, qr/"inflight_work":0/, 'status reports inflight_work');
+
+# the same sizes with the work reversed send them the other way
+other_gateway($addr[0] => [1, 8128, 8128], $addr[1] => [1, 3128, 428]);
+sleep 0.3;
+@peers = map { peer_of(nginx_request(short_request())) } 1 .. 3;
+is("@peers", join(' ', ($addr[1]) x 3), '... and follow the work when it moves');
+
+# a gateway that publishes no work (an older version) counts as none
+other_gateway($addr[0] => [1, 8128], $addr[1] => [1, 3128, 3128]);
+sleep 0.3;
+@peers = map { peer_of(nginx_request(short_request())) } 1 .. 3;
+is("@peers", join(' ', ($addr[0]) x 3), 'a record without work counts as none');
+
+redis_cmd('DEL', $GW);
+nginx_stop();
+redis_stop();
+
+done_testing();
