@@ -38,6 +38,7 @@ static const field_t  heartbeat_fields[] = {
     U32(llmd_heartbeat_t, ttl_ms, "ttl"),
     U32(llmd_heartbeat_t, running, "run"),
     U32(llmd_heartbeat_t, waiting, "wait"),
+    U32(llmd_heartbeat_t, max_batch, "mb"),
     U64(llmd_heartbeat_t, queued_prefill_tokens, "qpt"),
     U32(llmd_heartbeat_t, kv_used, "kvu"),
     U32(llmd_heartbeat_t, kv_total, "kvt"),

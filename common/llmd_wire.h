@@ -58,6 +58,7 @@ typedef struct {
     uint32_t    ttl_ms;                         /* gone when silent this long */
     uint32_t    running;
     uint32_t    waiting;
+    uint32_t    max_batch;                      /* running at most; 0: unknown */
     uint64_t    queued_prefill_tokens;          /* prompt tokens not yet computed */
     uint32_t    kv_used;                        /* blocks */
     uint32_t    kv_total;

@@ -85,6 +85,8 @@ typedef struct {
     ngx_msec_t          ttl;
     ngx_uint_t          running;
     ngx_uint_t          waiting;
+    ngx_uint_t          max_batch;          /* 0: not reported */
+    double              mean_output;        /* tokens per request answered */
     uint64_t            queued_prefill_tokens;
     uint64_t            pending_tokens;     /* picked since that heartbeat */
     ngx_uint_t          kv_used;

@@ -2,11 +2,19 @@
  * Latency prediction from the workers' own measurements (heartbeats), and
  * its online calibration against what this gateway observes.
  *
- *   predicted TTFT = (queued prefill tokens + tokens picked for it since
+ *   predicted TTFT = wait for a batch slot
+ *                  + (queued prefill tokens + tokens picked for it since
  *                     that heartbeat + this request's uncached tokens)
  *                    / measured prefill tokens per second
  *                  + one step with the batch it joins + calibration residual
  *   predicted ITL  = decode step base + per-sequence cost x batch it joins
+ *
+ * A worker with every batch slot taken admits a request only when one of
+ * its sequences ends.  Sequences last the worker's mean answer length in
+ * steps, so slots free at max_batch per (mean answer x step time), and the
+ * k-th request past the last free slot waits k times the inverse of that.
+ * Without this term a saturated worker with a short prefill queue looks as
+ * fast as an idle one.
  *
  * The residual is an EWMA of (observed - predicted), so a worker whose
  * TTFT runs consistently above its own figures (network, tokenization,
@@ -42,7 +50,7 @@ ngx_llmd_predict(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
     uint64_t prompt_bytes, ngx_uint_t matched_blocks, double *ttft,
     double *itl, uint64_t *uncached)
 {
-    double            t, r, batch, bpt;
+    double            t, r, batch, seqs, over, step, wait, bpt;
     uint64_t          prompt, cached, u;
     ngx_llmd_peer_t  *p;
 
@@ -57,17 +65,30 @@ ngx_llmd_predict(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
     cached = (uint64_t) ((double) matched_blocks * conf->block_size / bpt);
     u = prompt > cached ? prompt - cached : 1;
 
-    /* the batch it would join: what the worker reported, or what we know
-     * we (and the other gateways) sent it since, whichever is larger */
-    batch = (double) ngx_max(p->running, p->inflight + p->remote_inflight)
-            + 1.0;
+    /* the sequences it would join: what the worker reported, or what we
+     * know we (and the other gateways) sent it since, whichever is larger */
+    seqs = (double) ngx_max(p->running + p->waiting,
+                            p->inflight + p->remote_inflight)
+           + 1.0;
+    batch = p->max_batch ? ngx_min(seqs, (double) p->max_batch) : seqs;
 
     *itl = p->decode_ms_base + p->decode_ms_per_seq * batch;
 
-    /* the prefill work ahead of it and its own, then the step that emits
-     * the first token, shared with that batch */
-    t = (double) (p->queued_prefill_tokens + p->pending_tokens + u)
-        / p->prefill_tps * 1000.0
+    wait = 0.0;
+    over = p->max_batch ? seqs - (double) p->max_batch : 0.0;
+
+    if (over > 0.0) {
+        step = p->decode_ms_base + p->decode_ms_per_seq * p->max_batch;
+        wait = over * (p->mean_output > 0.0 ? p->mean_output
+                                            : (double) conf->default_max_tokens)
+               * step / (double) p->max_batch;
+    }
+
+    /* the slot, the prefill work ahead of it and its own, then the step
+     * that emits the first token, shared with that batch */
+    t = wait
+        + (double) (p->queued_prefill_tokens + p->pending_tokens + u)
+          / p->prefill_tps * 1000.0
         + *itl;
 
     /* the calibration corrects a bias, it must not become the prediction:

@@ -112,6 +112,11 @@ ngx_llmd_redis_apply_heartbeat(ngx_llmd_redis_t *cl, llmd_heartbeat_t *hb,
     p->events = hb->events ? 1 : 0;
     p->running = hb->running;
     p->waiting = hb->waiting;
+    p->max_batch = hb->max_batch;
+    p->mean_output = hb->requests_total
+                     ? (double) hb->generation_tokens_total
+                       / hb->requests_total
+                     : 0.0;
     p->queued_prefill_tokens = hb->queued_prefill_tokens;
     p->kv_used = hb->kv_used;
     p->kv_total = hb->kv_total;

@@ -105,6 +105,7 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
                             "\"prefill_inflight_tokens\":%uA,"
                             "\"state_age_ms\":%M,"
                             "\"running\":%ui,\"waiting\":%ui,"
+                            "\"max_batch\":%ui,\"mean_output\":%.1f,"
                             "\"queued_prefill_tokens\":%uL,"
                             "\"kv_usage\":%.3f,\"prefill_tps\":%.1f,"
                             "\"decode_ms_base\":%.3f,"
@@ -118,7 +119,8 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
                             ngx_min(pr->kv_addr_len, LLMD_WIRE_ADDR_MAX),
                             pr->kv_addr, pr->pd_assigned,
                             pr->pd_inflight_tokens, ngx_llmd_age(pr->hb_seen),
-                            pr->running, pr->waiting,
+                            pr->running, pr->waiting, pr->max_batch,
+                            pr->mean_output,
                             (uint64_t) pr->queued_prefill_tokens,
                             ngx_llmd_ratio(pr->kv_used, pr->kv_total),
                             pr->prefill_tps, pr->decode_ms_base,

@@ -21,9 +21,11 @@ sub heartbeat {
     my %h = (v => 1, id => $id, pool => 'default', addr => $o{addr},
              model => 'm', role => 0, seq => ++$seq{$id},
              ts => int(time * 1000), ivl => 50, ttl => 60000,
-             run => 0, wait => 0, qpt => 0, kvu => 1, kvt => 100, bt => 16,
+             run => $o{run} // 0, wait => $o{wait} // 0, qpt => $o{qpt} // 0,
+             kvu => 1, kvt => 100, bt => 16,
              ptps => $o{ptps} // 0, dms0 => 5.5, dms1 => 0.5, ttft => 10.5,
-             req => 0, ptok => 0, gtok => 0, hit => 0, ev => 1);
+             req => $o{req} // 0, ptok => 0, gtok => $o{gtok} // 0, hit => 0,
+             ev => 1, (defined $o{mb} ? (mb => $o{mb}) : ()));
     redis_cmd('HSET', $HB, $id, $mp->pack(\%h));
 }
 
@@ -70,6 +72,7 @@ my $config = <<'END';
         llmd_debug_headers on;
         proxy_pass http://llm;
     }
+    location = /llmd/status { llmd_status; }
 END
 
 redis_start();
@@ -151,6 +154,29 @@ heartbeat(id => 'w0', addr => $addr[0], ptps => 500);       # twice as slow
 sleep 0.3;
 $r = nginx_request($cold =~ s/a cold prompt/another cold one/gr);
 is(peer_of($r), $addr[1], 'twice as fast: w1, though busier');
+
+# --- 4. a worker with every batch slot taken admits a request only when
+# one of its sequences ends: 5 past 64 slots, answers of 256 tokens and
+# 37.5 ms steps wait about 750 ms, where a 4,000-token prefill queue at
+# 16,000 tokens/s is 250 ms
+redis_cmd('DEL', $GW);
+my %full = (ptps => 16000, mb => 64, req => 100, gtok => 25600);
+heartbeat(id => 'w0', addr => $addr[0], run => 64, wait => 4, %full);
+heartbeat(id => 'w1', addr => $addr[1], run => 60, qpt => 4000, %full);
+sleep 0.3;
+$r = nginx_request($cold =~ s/a cold prompt/a third cold one/gr);
+is(peer_of($r), $addr[1], 'full batch: w1 with a prefill queue over w0 waiting for a slot');
+
+my $st = nginx_request("GET /llmd/status");
+like($st->{body}, qr/"max_batch":64,"mean_output":256.0/, 'status reports max_batch and mean_output');
+
+# a worker that does not report its batch size has no slot wait
+delete $full{mb};
+heartbeat(id => 'w0', addr => $addr[0], run => 64, wait => 4, %full);
+heartbeat(id => 'w1', addr => $addr[1], run => 60, qpt => 4000, %full);
+sleep 0.3;
+$r = nginx_request($cold =~ s/a cold prompt/a fourth cold one/gr);
+is(peer_of($r), $addr[0], 'no max_batch reported: no slot wait, w0');
 
 redis_cmd('DEL', $GW);
 nginx_stop();

@@ -676,6 +676,7 @@ struct publisher *publisher_new(struct event_base *base,
     hb->interval_ms = (uint32_t) cfg->heartbeat_ms;
     hb->ttl_ms = (uint32_t) cfg->heartbeat_ms * 10;
     hb->kv_total = (uint32_t) cfg->kv_blocks;
+    hb->max_batch = (uint32_t) cfg->max_batch;
     hb->block_tokens = (uint32_t) cfg->block_tokens;
     hb->events = 1;
 
