@@ -97,6 +97,23 @@ ngx_llmd_cand_load(ngx_llmd_shctx_t *sh, ngx_llmd_cand_t *cd)
 }
 
 
+/* Work in flight on a candidate's peer (uncached prompt + max_tokens),
+ * this gateway's and others', per unit of weight. */
+static ngx_uint_t
+ngx_llmd_cand_work(ngx_llmd_shctx_t *sh, ngx_llmd_cand_t *cd)
+{
+    ngx_llmd_peer_t  *sp;
+
+    if (cd->slot < 0) {
+        return 0;
+    }
+
+    sp = &sh->peers[cd->slot];
+
+    return (sp->inflight_work + sp->remote_work) / cd->weight;
+}
+
+
 /*
  * Prediction: among the candidates predicted to meet llmd_slo, the one
  * holding the most of the prompt, unless its predicted TTFT is worse than
@@ -107,7 +124,7 @@ ngx_llmd_cand_load(ngx_llmd_shctx_t *sh, ngx_llmd_cand_t *cd)
  * this one.  NGX_DECLINED when some candidate lacks fresh fleet state.
  *
  * "The fastest" is any candidate within NGX_LLMD_PREDICT_TOLERANCE of the
- * lowest prediction, the least loaded of them: predictions come from
+ * lowest prediction, the one with the least work in flight: predictions come from
  * heartbeats and measured rates, and a few milliseconds between workers
  * are noise.  Taken at face value, a worker whose last steps measured a
  * slightly faster prefill would draw every cold request until its queue
@@ -188,11 +205,11 @@ ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
             continue;
         }
 
-        /* the least loaded of those about as fast as the fastest */
+        /* the least work in flight among those about as fast as the fastest */
         tol = ngx_max(lp->cand[fast].ttft * NGX_LLMD_PREDICT_TOLERANCE,
                       lp->cand[fast].itl * NGX_LLMD_PREDICT_TOLERANCE_STEPS);
         near = fast;
-        nload = ngx_llmd_cand_load(sh, &lp->cand[fast]);
+        nload = ngx_llmd_cand_work(sh, &lp->cand[fast]);
 
         for (k = 0; k < ncand; k++) {
             c = (start + k) % ncand;
@@ -204,7 +221,7 @@ ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
                 continue;
             }
 
-            load = ngx_llmd_cand_load(sh, cd);
+            load = ngx_llmd_cand_work(sh, cd);
 
             if (cd->match > lp->cand[near].match
                 || (cd->match == lp->cand[near].match && load < nload))

@@ -142,7 +142,7 @@ redis_cmd('DEL', $HB);
 heartbeat(id => 'w0', addr => $addr[0], ptps => 1000);
 heartbeat(id => 'w1', addr => $addr[1], ptps => 1050);     # 5% faster
 %gw = (v => 1, id => 'other-gateway', seq => 1, ts => int(time * 1000),
-       peers => [{ addr => $addr[1], n => 3, tok => 3000 }]);
+       peers => [{ addr => $addr[1], n => 3, tok => 3000, wk => 3000 }]);
 redis_cmd('HSET', $GW, 'other-gateway', $mp->pack(\%gw));
 sleep 0.4;
 my $cold = "POST /v1/completions\n{\"max_tokens\":8,\"prompt\":\"" . ('a cold prompt ' x 280) . '"}';
