@@ -13,21 +13,6 @@ my $mp = Data::MessagePack->new->prefer_integer;
 my $HB = 'llmd:default:hb';
 my $EV = 'llmd:default:events';
 my $GW = 'llmd:default:gw';
-my %seq;
-
-sub heartbeat {
-    my (%o) = @_;
-    my $id = $o{id};
-    my %h = (v => 1, id => $id, pool => 'default', addr => $o{addr},
-             model => 'm', role => 0, seq => ++$seq{$id},
-             ts => int(time * 1000), ivl => 50, ttl => 60000,
-             run => $o{run} // 0, wait => $o{wait} // 0, qpt => $o{qpt} // 0,
-             kvu => 1, kvt => 100, bt => 16,
-             ptps => $o{ptps} // 0, dms0 => 5.5, dms1 => 0.5, ttft => 10.5,
-             req => $o{req} // 0, ptok => 0, gtok => $o{gtok} // 0, hit => 0,
-             ev => 1, (defined $o{mb} ? (mb => $o{mb}) : ()));
-    redis_cmd('HSET', $HB, $id, $mp->pack(\%h));
-}
 
 sub stored {
     my ($addr, @keys) = @_;
@@ -77,7 +62,7 @@ END
 
 redis_start();
 is(nginx_start(http_config => $http, config => $config), '', 'nginx started');
-heartbeat(id => "w$_", addr => $addr[$_]) for 0 .. $N - 1;
+worker_heartbeat(id => "w$_", addr => $addr[$_]) for 0 .. $N - 1;
 sleep 0.4;
 
 # --- 1. the worker holding a conversation is found under a system prompt
@@ -139,8 +124,8 @@ nginx_stop();
 (my $http_predict = $http) =~ s/llmd;\n/llmd;\n        llmd_predict on;\n/;
 is(nginx_start(http_config => $http_predict, config => $config), '', 'nginx with llmd_predict');
 redis_cmd('DEL', $HB);
-heartbeat(id => 'w0', addr => $addr[0], ptps => 1000);
-heartbeat(id => 'w1', addr => $addr[1], ptps => 1050);     # 5% faster
+worker_heartbeat(id => 'w0', addr => $addr[0], ptps => 1000);
+worker_heartbeat(id => 'w1', addr => $addr[1], ptps => 1050);     # 5% faster
 %gw = (v => 1, id => 'other-gateway', seq => 1, ts => int(time * 1000),
        peers => [{ addr => $addr[1], n => 3, tok => 3000, wk => 3000 }]);
 redis_cmd('HSET', $GW, 'other-gateway', $mp->pack(\%gw));
@@ -150,7 +135,7 @@ $r = nginx_request($cold);
 is(peer_of($r), $addr[0], 'about as fast and less loaded: w0 over the 5% faster w1');
 is($r->{headers}{'x-llmd-pick'}, 'predicted', 'pick reason predicted');
 
-heartbeat(id => 'w0', addr => $addr[0], ptps => 500);       # twice as slow
+worker_heartbeat(id => 'w0', addr => $addr[0], ptps => 500);       # twice as slow
 sleep 0.3;
 $r = nginx_request($cold =~ s/a cold prompt/another cold one/gr);
 is(peer_of($r), $addr[1], 'twice as fast: w1, though busier');
@@ -161,8 +146,8 @@ is(peer_of($r), $addr[1], 'twice as fast: w1, though busier');
 # 16,000 tokens/s is 250 ms
 redis_cmd('DEL', $GW);
 my %full = (ptps => 16000, mb => 64, req => 100, gtok => 25600);
-heartbeat(id => 'w0', addr => $addr[0], run => 64, wait => 4, %full);
-heartbeat(id => 'w1', addr => $addr[1], run => 60, qpt => 4000, %full);
+worker_heartbeat(id => 'w0', addr => $addr[0], run => 64, wait => 4, %full);
+worker_heartbeat(id => 'w1', addr => $addr[1], run => 60, qpt => 4000, %full);
 sleep 0.3;
 $r = nginx_request($cold =~ s/a cold prompt/a third cold one/gr);
 is(peer_of($r), $addr[1], 'full batch: w1 with a prefill queue over w0 waiting for a slot');
@@ -172,8 +157,8 @@ like($st->{body}, qr/"max_batch":64,"mean_output":256.0/, 'status reports max_ba
 
 # a worker that does not report its batch size has no slot wait
 delete $full{mb};
-heartbeat(id => 'w0', addr => $addr[0], run => 64, wait => 4, %full);
-heartbeat(id => 'w1', addr => $addr[1], run => 60, qpt => 4000, %full);
+worker_heartbeat(id => 'w0', addr => $addr[0], run => 64, wait => 4, %full);
+worker_heartbeat(id => 'w1', addr => $addr[1], run => 60, qpt => 4000, %full);
 sleep 0.3;
 $r = nginx_request($cold =~ s/a cold prompt/a fourth cold one/gr);
 is(peer_of($r), $addr[0], 'no max_batch reported: no slot wait, w0');

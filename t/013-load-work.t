@@ -10,21 +10,8 @@ use Data::MessagePack;
 use Time::HiRes qw(sleep time);
 
 my $mp = Data::MessagePack->new->prefer_integer;
-my $HB = 'llmd:default:hb';
 my $GW = 'llmd:default:gw';
 my %seq;
-
-sub heartbeat {
-    my (%o) = @_;
-    my $id = $o{id};
-    my %h = (v => 1, id => $id, pool => 'default', addr => $o{addr},
-             model => 'm', role => 0, seq => ++$seq{$id},
-             ts => int(time * 1000), ivl => 50, ttl => 60000,
-             run => 0, wait => 0, qpt => 0, kvu => 1, kvt => 100, bt => 16,
-             ptps => 0, dms0 => 5.5, dms1 => 0.5, ttft => 10.5,
-             req => 0, ptok => 0, gtok => 0, hit => 0, ev => 1);
-    redis_cmd('HSET', $HB, $id, $mp->pack(\%h));
-}
 
 # another gateway's requests in flight, per worker: [n, tok, wk]
 sub other_gateway {
@@ -63,7 +50,7 @@ END
 
 redis_start();
 is(nginx_start(http_config => $http, config => $config), '', 'nginx started');
-heartbeat(id => "w$_", addr => $addr[$_]) for 0 .. 1;
+worker_heartbeat(id => "w$_", addr => $addr[$_]) for 0 .. 1;
 sleep 0.4;
 
 my $n = 0;

@@ -36,7 +36,7 @@ use Time::HiRes qw(time sleep);
 our @EXPORT = qw(run_tests repeat_each workers no_shuffle server_port
                  rand_port nginx_start nginx_request nginx_reload nginx_stop
                  error_log_text servroot sanitizer_report redis_start
-                 redis_stop redis_cmd prefix_keys);
+                 redis_stop redis_cmd prefix_keys worker_heartbeat);
 
 $SIG{PIPE} = 'IGNORE';
 
@@ -110,6 +110,24 @@ sub redis_read () {
         return [map { redis_read($s) } 1 .. $rest];
     }
     die "redis: bad reply $line\n";
+}
+
+# A worker's heartbeat into llmd:default:hb, as llmd-worker writes it
+# (common/llmd_wire): an idle worker, with the fields a test passes over
+# those defaults.
+my %HeartbeatSeq;
+
+sub worker_heartbeat () {
+    my %o = @_;
+    require Data::MessagePack;
+    my %h = (v => 1, pool => 'default', model => 'm', role => 0,
+             seq => ++$HeartbeatSeq{$o{id}}, ts => int(time * 1000),
+             ivl => 50, ttl => 60000, run => 0, wait => 0, qpt => 0,
+             kvu => 1, kvt => 100, bt => 16, ptps => 0, dms0 => 5.5,
+             dms1 => 0.5, ttft => 10.5, req => 0, ptok => 0, gtok => 0,
+             hit => 0, ev => 1, %o);
+    redis_cmd('HSET', 'llmd:default:hb', $o{id},
+              Data::MessagePack->new->prefer_integer->pack(\%h));
 }
 
 # One command over a fresh connection; binary-safe arguments.
