@@ -26,7 +26,7 @@
 #define NGX_LLMD_ZONE_MIN_SIZE      (256 * 1024)
 #define NGX_LLMD_BYTES_PER_TOKEN    4       /* rough, for load estimates */
 #define NGX_LLMD_WEIGHT_SCALE       1000    /* weights are fixed point */
-#define NGX_LLMD_ZONE_MAGIC         0x6c6c6d6406    /* layout version */
+#define NGX_LLMD_ZONE_MAGIC         0x6c6c6d6407    /* layout version */
 #define NGX_LLMD_PLACEMENTS         8192    /* ring of picks to share */
 #define NGX_LLMD_STALENESS_BUCKETS  8
 #define NGX_LLMD_PLACEHOLDER        "llmd-discovered-peers"
@@ -111,7 +111,10 @@ typedef struct {
     time_t              dyn_checked;
 
     /* latency prediction, calibrated against what this gateway observes */
-    double              ttft_residual_ms;   /* EWMA of observed - predicted */
+    double              ttft_residual_ms;   /* EWMA of observed - figures */
+    double              ttft_spread_ms;     /* EWMA of |that - residual| */
+    ngx_atomic_t        ttft_samples;
+    ngx_atomic_t        ttft_last;          /* fleet's samples at its last */
     double              observed_ttft_ms;   /* EWMA */
     double              prediction_error_ms;    /* EWMA of |error| */
     double              predicted_ttft_ms;  /* last prediction */
@@ -163,6 +166,12 @@ typedef struct {
     ngx_atomic_t        staleness[NGX_LLMD_STALENESS_BUCKETS];
     ngx_atomic_t        staleness_sum_ms;
     ngx_atomic_t        remote_gateways;
+
+    /* latency calibration shared by the fleet: EWMA of observed - the
+     * workers' own figures over every peer (see ngx_llmd_predict.c) */
+    double              ttft_residual_ms;
+    double              ttft_spread_ms;
+    ngx_atomic_t        ttft_samples;
 
     /* disaggregated prefill/decode (llmd_pd) */
     uint64_t            transfer_base;      /* random, per zone */
@@ -256,6 +265,7 @@ typedef struct {
     ngx_uint_t                     match;
     const char                    *reason;
     double                         ttft;
+    double                         correction;
     uint64_t                       uncached;
     unsigned                       valid:1;  /* until the first get() */
     unsigned                       predicted:1;
@@ -359,9 +369,11 @@ ngx_uint_t ngx_llmd_redis_fresh(ngx_llmd_srv_conf_t *conf);
 ngx_uint_t ngx_llmd_predict_ready(ngx_llmd_srv_conf_t *conf, ngx_int_t slot);
 void ngx_llmd_predict(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
     uint64_t prompt_bytes, ngx_uint_t matched_blocks, double *ttft,
-    double *itl, uint64_t *uncached);
+    double *itl, uint64_t *uncached, double *correction);
+double ngx_llmd_predict_correction(ngx_llmd_srv_conf_t *conf,
+    ngx_int_t slot);
 void ngx_llmd_predict_observe(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
-    double predicted, double observed);
+    double predicted, double correction, double observed);
 void ngx_llmd_observe_ttft(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
     double observed);
 

@@ -407,6 +407,7 @@ ngx_llmd_preview(ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf,
             ctx->preview.reason = ctx->reason;
             ctx->preview.predicted = ctx->predicted;
             ctx->preview.ttft = cd->ttft;
+            ctx->preview.correction = cd->correction;
             ctx->preview.uncached = cd->uncached;
             ctx->preview.valid = 1;
         }
@@ -488,6 +489,7 @@ ngx_llmd_choose(ngx_llmd_peer_data_t *lp, ngx_http_upstream_rr_peers_t *peers,
                 && (cd->peer || cd->slot == ctx->preview.slot))
             {
                 cd->ttft = ctx->preview.ttft;
+                cd->correction = ctx->preview.correction;
                 cd->uncached = ctx->preview.uncached;
                 ctx->reason = ctx->preview.reason;
                 ctx->predicted = ctx->preview.predicted;
@@ -643,6 +645,7 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
 
     lp->slot = slot;
     lp->predicted = ctx->predicted ? cd->ttft : 0.0;
+    lp->correction = ctx->predicted ? cd->correction : 0.0;
     lp->pending = 0;
 
     if (slot >= 0) {
@@ -844,7 +847,7 @@ ngx_llmd_free_peer(ngx_peer_connection_t *pc, void *data, ngx_uint_t state)
 
             if (lp->ctx->predicted) {
                 ngx_llmd_predict_observe(lp->conf, slot, lp->predicted,
-                                         observed);
+                                         lp->correction, observed);
             }
         }
 

@@ -17,6 +17,7 @@ typedef struct {
     ngx_uint_t                     home;    /* held or placed there */
     double                         ttft;
     double                         itl;
+    double                         correction;  /* in ttft: calibration */
     uint64_t                       uncached;
 } ngx_llmd_cand_t;
 
@@ -37,6 +38,7 @@ typedef struct {
     uint64_t                           uncached;    /* added to inflight_uncached */
     uint64_t                           work;        /* added to inflight_work */
     double                             predicted;   /* of the current try */
+    double                             correction;  /* calibration in it */
 
     ngx_http_upstream_rr_peers_t      *primary;
     ngx_llmd_cand_t                   *cand;        /* scratch of get() */

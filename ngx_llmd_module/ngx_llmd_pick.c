@@ -167,7 +167,7 @@ ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
     for (c = 0; c < ncand; c++) {
         cd = &lp->cand[c];
         ngx_llmd_predict(conf, cd->slot, bytes, cd->match, &cd->ttft,
-                         &cd->itl, &cd->uncached);
+                         &cd->itl, &cd->uncached, &cd->correction);
     }
 
     /* first pass: only those predicted to meet the SLO */

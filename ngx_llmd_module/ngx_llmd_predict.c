@@ -6,7 +6,7 @@
  *                  + (queued prefill tokens + tokens picked for it since
  *                     that heartbeat + this request's uncached tokens)
  *                    / measured prefill tokens per second
- *                  + one step with the batch it joins + calibration residual
+ *                  + one step with the batch it joins + calibration
  *   predicted ITL  = decode step base + per-sequence cost x batch it joins
  *
  * A worker with every batch slot taken admits a request only when one of
@@ -16,10 +16,18 @@
  * Without this term a saturated worker with a short prefill queue looks as
  * fast as an idle one.
  *
- * The residual is an EWMA of (observed - predicted), so a worker whose
- * TTFT runs consistently above its own figures (network, tokenization,
- * queueing the worker does not count) is corrected within a few requests
- * with constant memory.
+ * Calibration corrects what the workers' figures leave out (network,
+ * tokenization, queueing the worker does not count).  Most of that is
+ * common to the fleet, so it is learned from every observation: the fleet
+ * residual, an EWMA of (observed - figures).  Each peer also keeps its own,
+ * and how far its samples scatter around it; only the part of its
+ * difference from the fleet's beyond that scatter counts.  Identical
+ * workers with noisy answers then get identical
+ * corrections: otherwise noise alone made one look slower by more than
+ * the tie band, it received no requests, so no observation corrected it,
+ * and it sat half idle while the others queued (uniform traffic at
+ * saturation, bench/results/uniform).  A worker that is consistently
+ * slower by more than the noise is still corrected.
  */
 
 #include "ngx_llmd.h"
@@ -27,7 +35,15 @@
 
 #define NGX_LLMD_EWMA_ALPHA     0.2
 #define NGX_LLMD_RESIDUAL_ALPHA 0.05    /* slow: a bias, not the last error */
+#define NGX_LLMD_FLEET_ALPHA    0.02    /* sees every peer's samples */
 #define NGX_LLMD_RESIDUAL_MAX   60000.0     /* ms */
+
+/* a peer's own correction counts from its 8th sample, its scatter is
+ * pooled with the fleet's as if the fleet's were 8 more samples, and it
+ * fades to nothing over 16 fleet samples per peer without one of its own */
+#define NGX_LLMD_OWN_MIN_SAMPLES    8
+#define NGX_LLMD_OWN_PRIOR_SAMPLES  8.0
+#define NGX_LLMD_OWN_FADE_PER_PEER  16
 
 
 ngx_uint_t
@@ -45,10 +61,58 @@ ngx_llmd_predict_ready(ngx_llmd_srv_conf_t *conf, ngx_int_t slot)
 }
 
 
+double
+ngx_llmd_predict_correction(ngx_llmd_srv_conf_t *conf, ngx_int_t slot)
+{
+    double              fleet, own, band, n, fade;
+    ngx_atomic_uint_t   since, window;
+    ngx_llmd_peer_t    *p;
+    ngx_llmd_shctx_t   *sh;
+
+    sh = conf->sh;
+    p = &sh->peers[slot];
+
+    fleet = sh->ttft_samples ? sh->ttft_residual_ms : 0.0;
+
+    if (p->ttft_samples < NGX_LLMD_OWN_MIN_SAMPLES) {
+        return fleet;               /* too few to tell a bias from noise */
+    }
+
+    /* a correction is only as recent as its last sample: one that keeps
+     * the peer from being picked would otherwise never be revised, and a
+     * worker that recovered would stay idle */
+    since = sh->ttft_samples - p->ttft_last;
+    window = NGX_LLMD_OWN_FADE_PER_PEER * ngx_max(sh->npeers, 1);
+
+    if (since >= window) {
+        return fleet;
+    }
+
+    fade = 1.0 - (double) since / (double) window;
+
+    n = (double) p->ttft_samples;
+    band = (n * p->ttft_spread_ms
+            + NGX_LLMD_OWN_PRIOR_SAMPLES * sh->ttft_spread_ms)
+           / (n + NGX_LLMD_OWN_PRIOR_SAMPLES);
+
+    own = p->ttft_residual_ms - fleet;
+
+    if (own > band) {
+        return fleet + (own - band) * fade;
+    }
+
+    if (own < -band) {
+        return fleet + (own + band) * fade;
+    }
+
+    return fleet;
+}
+
+
 void
 ngx_llmd_predict(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
     uint64_t prompt_bytes, ngx_uint_t matched_blocks, double *ttft,
-    double *itl, uint64_t *uncached)
+    double *itl, uint64_t *uncached, double *correction)
 {
     double            t, r, batch, seqs, over, step, wait, bpt;
     uint64_t          prompt, cached, u;
@@ -93,40 +157,77 @@ ngx_llmd_predict(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
 
     /* the calibration corrects a bias, it must not become the prediction:
      * a few slow requests would otherwise make a peer look slow for good */
-    r = p->ttft_residual_ms;
+    r = ngx_llmd_predict_correction(conf, slot);
     r = r > t / 2 ? t / 2 : (r < -t / 2 ? -t / 2 : r);
     t += r;
 
     *ttft = t > 0.0 ? t : 0.0;
     *uncached = u;
+    *correction = *ttft - (t - r);
+}
+
+
+/* an EWMA that is the plain mean of its first 1/alpha samples, so that
+ * its first sample does not weigh for the next twenty */
+static double
+ngx_llmd_ewma(double v, double alpha, ngx_atomic_uint_t n, double sample)
+{
+    double  a;
+
+    a = (double) 1 / (double) (n + 1);
+    a = a > alpha ? a : alpha;
+
+    v += a * (sample - v);
+
+    return v > NGX_LLMD_RESIDUAL_MAX ? NGX_LLMD_RESIDUAL_MAX
+           : (v < -NGX_LLMD_RESIDUAL_MAX ? -NGX_LLMD_RESIDUAL_MAX : v);
 }
 
 
 void
 ngx_llmd_predict_observe(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
-    double predicted, double observed)
+    double predicted, double correction, double observed)
 {
-    double            err, r;
-    ngx_llmd_peer_t  *p;
+    double              err, miss, dev;
+    ngx_atomic_uint_t   n;
+    ngx_llmd_peer_t    *p;
+    ngx_llmd_shctx_t   *sh;
 
-    p = &conf->sh->peers[slot];
+    sh = conf->sh;
+    p = &sh->peers[slot];
 
-    err = observed - predicted;
+    /* against the workers' figures alone: what calibration must add */
+    err = observed - (predicted - correction);
+    miss = observed - predicted;
+    miss = miss < 0 ? -miss : miss;
 
     /* written by whichever worker frees the request; a lost update costs
      * one sample, nothing more */
-    r = p->ttft_residual_ms + NGX_LLMD_RESIDUAL_ALPHA * err;
-    if (r > NGX_LLMD_RESIDUAL_MAX) {
-        r = NGX_LLMD_RESIDUAL_MAX;
-    } else if (r < -NGX_LLMD_RESIDUAL_MAX) {
-        r = -NGX_LLMD_RESIDUAL_MAX;
-    }
-    p->ttft_residual_ms = r;
+    n = ngx_atomic_fetch_add(&p->ttft_samples, 1);
 
-    p->prediction_error_ms = p->prediction_error_ms
-                             + NGX_LLMD_EWMA_ALPHA
-                               * ((err < 0 ? -err : err)
-                                  - p->prediction_error_ms);
+    /* how far its samples scatter around its own residual; its first is
+     * measured against the fleet's, so one sample alone is never trusted */
+    dev = err - (n ? p->ttft_residual_ms
+                   : (sh->ttft_samples ? sh->ttft_residual_ms : err));
+    dev = dev < 0 ? -dev : dev;
+
+    p->ttft_spread_ms = ngx_llmd_ewma(p->ttft_spread_ms, NGX_LLMD_EWMA_ALPHA,
+                                      n, dev);
+    p->ttft_residual_ms = ngx_llmd_ewma(p->ttft_residual_ms,
+                                        NGX_LLMD_RESIDUAL_ALPHA, n, err);
+    p->prediction_error_ms = ngx_llmd_ewma(p->prediction_error_ms,
+                                           NGX_LLMD_EWMA_ALPHA, n, miss);
+
+    n = ngx_atomic_fetch_add(&sh->ttft_samples, 1);
+
+    dev = err - (n ? sh->ttft_residual_ms : err);
+    dev = dev < 0 ? -dev : dev;
+
+    sh->ttft_spread_ms = ngx_llmd_ewma(sh->ttft_spread_ms, NGX_LLMD_EWMA_ALPHA,
+                                       n, dev);
+    sh->ttft_residual_ms = ngx_llmd_ewma(sh->ttft_residual_ms,
+                                         NGX_LLMD_FLEET_ALPHA, n, err);
+    p->ttft_last = n + 1;
 }
 
 

@@ -60,6 +60,11 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
                         sh->staleness[0], sh->staleness[1], sh->staleness[2],
                         sh->staleness[3], sh->staleness[4], sh->staleness[5],
                         sh->staleness[6], sh->staleness[7]);
+
+        p = ngx_sprintf(p, "\"ttft_residual_ms\":%.1f,"
+                        "\"ttft_spread_ms\":%.1f,\"ttft_samples\":%uA,",
+                        sh->ttft_residual_ms, sh->ttft_spread_ms,
+                        sh->ttft_samples);
     }
 
     if (conf->pd == 1) {
@@ -113,7 +118,10 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
                             "\"bytes_per_token\":%.2f,\"events\":%s,"
                             "\"predicted_ttft_ms\":%.1f,"
                             "\"prediction_error_ms\":%.1f,"
-                            "\"ttft_residual_ms\":%.1f}",
+                            "\"ttft_residual_ms\":%.1f,"
+                            "\"ttft_spread_ms\":%.1f,"
+                            "\"ttft_samples\":%uA,"
+                            "\"ttft_correction_ms\":%.1f}",
                             pr->worker_id, pr->alive ? "true" : "false",
                             llmd_role_name(pr->role),
                             ngx_min(pr->kv_addr_len, LLMD_WIRE_ADDR_MAX),
@@ -127,7 +135,9 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
                             pr->decode_ms_per_seq, pr->bytes_per_token,
                             pr->events ? "true" : "false",
                             pr->predicted_ttft_ms, pr->prediction_error_ms,
-                            pr->ttft_residual_ms);
+                            pr->ttft_residual_ms, pr->ttft_spread_ms,
+                            pr->ttft_samples,
+                            ngx_llmd_predict_correction(conf, i));
         }
 
         *p++ = '}';
