@@ -68,13 +68,7 @@ my $backends = <<"END";
     }
 END
 
-my $config = <<'END';
-    location /v1/ {
-        llmd_debug_headers on;
-        proxy_pass http://llm;
-    }
-    location = /llmd/status { llmd_status; }
-END
+my $config = gateway_locations();
 
 redis_start();
 

@@ -40,13 +40,7 @@ $listen
     }
 END
 
-my $config = <<'END';
-    location /v1/ {
-        llmd_debug_headers on;
-        proxy_pass http://llm;
-    }
-    location = /llmd/status { llmd_status; }
-END
+my $config = gateway_locations();
 
 redis_start();
 is(nginx_start(http_config => $http, config => $config), '', 'nginx started');

@@ -69,13 +69,7 @@ my $upstream = <<'END';
     }
 END
 
-my $config = <<'END';
-    location /v1/ {
-        llmd_debug_headers on;
-        proxy_pass http://llm;
-    }
-    location = /llmd/status { llmd_status; }
-END
+my $config = gateway_locations();
 
 # a 20,000-token prefill queue at 100,000 tokens/s: 200 ms by the workers'
 # own figures, the same for both

@@ -36,7 +36,8 @@ use Time::HiRes qw(time sleep);
 our @EXPORT = qw(run_tests repeat_each workers no_shuffle server_port
                  rand_port nginx_start nginx_request nginx_reload nginx_stop
                  error_log_text servroot sanitizer_report redis_start
-                 redis_stop redis_cmd prefix_keys worker_heartbeat);
+                 redis_stop redis_cmd prefix_keys worker_heartbeat
+                 gateway_locations);
 
 $SIG{PIPE} = 'IGNORE';
 
@@ -128,6 +129,18 @@ sub worker_heartbeat () {
              hit => 0, ev => 1, %o);
     redis_cmd('HSET', 'llmd:default:hb', $o{id},
               Data::MessagePack->new->prefer_integer->pack(\%h));
+}
+
+# The gateway's server block of the fleet-state tests: the OpenAI API on
+# upstream llm, with the debug headers, and llmd_status.
+sub gateway_locations () {
+    return <<'END';
+    location /v1/ {
+        llmd_debug_headers on;
+        proxy_pass http://llm;
+    }
+    location = /llmd/status { llmd_status; }
+END
 }
 
 # One command over a fresh connection; binary-safe arguments.
