@@ -184,11 +184,27 @@ ngx_llmd_ewma(double v, double alpha, ngx_atomic_uint_t n, double sample)
 }
 
 
+/* one sample into a residual and its scatter around it; a first sample's
+ * scatter is measured against first_ref */
+static void
+ngx_llmd_residual_add(double *residual, double *spread, double alpha,
+    ngx_atomic_uint_t n, double err, double first_ref)
+{
+    double  dev;
+
+    dev = err - (n ? *residual : first_ref);
+    dev = dev < 0 ? -dev : dev;
+
+    *spread = ngx_llmd_ewma(*spread, NGX_LLMD_EWMA_ALPHA, n, dev);
+    *residual = ngx_llmd_ewma(*residual, alpha, n, err);
+}
+
+
 void
 ngx_llmd_predict_observe(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
     double predicted, double correction, double observed)
 {
-    double              err, miss, dev;
+    double              err, miss;
     ngx_atomic_uint_t   n;
     ngx_llmd_peer_t    *p;
     ngx_llmd_shctx_t   *sh;
@@ -205,28 +221,18 @@ ngx_llmd_predict_observe(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
      * one sample, nothing more */
     n = ngx_atomic_fetch_add(&p->ttft_samples, 1);
 
-    /* how far its samples scatter around its own residual; its first is
-     * measured against the fleet's, so one sample alone is never trusted */
-    dev = err - (n ? p->ttft_residual_ms
-                   : (sh->ttft_samples ? sh->ttft_residual_ms : err));
-    dev = dev < 0 ? -dev : dev;
-
-    p->ttft_spread_ms = ngx_llmd_ewma(p->ttft_spread_ms, NGX_LLMD_EWMA_ALPHA,
-                                      n, dev);
-    p->ttft_residual_ms = ngx_llmd_ewma(p->ttft_residual_ms,
-                                        NGX_LLMD_RESIDUAL_ALPHA, n, err);
+    /* a peer's first sample scatters from the fleet's residual, so one
+     * sample alone is never trusted */
+    ngx_llmd_residual_add(&p->ttft_residual_ms, &p->ttft_spread_ms,
+                          NGX_LLMD_RESIDUAL_ALPHA, n, err,
+                          sh->ttft_samples ? sh->ttft_residual_ms : err);
     p->prediction_error_ms = ngx_llmd_ewma(p->prediction_error_ms,
                                            NGX_LLMD_EWMA_ALPHA, n, miss);
 
     n = ngx_atomic_fetch_add(&sh->ttft_samples, 1);
 
-    dev = err - (n ? sh->ttft_residual_ms : err);
-    dev = dev < 0 ? -dev : dev;
-
-    sh->ttft_spread_ms = ngx_llmd_ewma(sh->ttft_spread_ms, NGX_LLMD_EWMA_ALPHA,
-                                       n, dev);
-    sh->ttft_residual_ms = ngx_llmd_ewma(sh->ttft_residual_ms,
-                                         NGX_LLMD_FLEET_ALPHA, n, err);
+    ngx_llmd_residual_add(&sh->ttft_residual_ms, &sh->ttft_spread_ms,
+                          NGX_LLMD_FLEET_ALPHA, n, err, err);
     p->ttft_last = n + 1;
 }
 
