@@ -38,19 +38,7 @@ sub chat {
 }
 
 my $N = 10;     # more than an index entry lists
-my @addr = map { '127.0.0.1:' . rand_port($_) } 1 .. $N;
-my $listen = join '', map { "        listen $_;\n" } @addr;
-
-my $http = <<"END";
-    upstream llm {
-        llmd;
-        llmd_redis unix:\$TEST_NGINX_REDIS_SOCK interval=50ms allow=127.0.0.1/32;
-    }
-    server {
-$listen
-        location / { return 200 "\$server_port\\n"; }
-    }
-END
+my ($http, @addr) = discovered_fleet($N);
 
 my $config = gateway_locations();
 

@@ -26,19 +26,7 @@ sub other_gateway {
 
 sub peer_of { $_[0]->{headers}{'x-llmd-upstream'} // '-' }
 
-my @addr = map { '127.0.0.1:' . rand_port($_) } 1 .. 2;
-my $listen = join '', map { "        listen $_;\n" } @addr;
-
-my $http = <<"END";
-    upstream llm {
-        llmd;
-        llmd_redis unix:\$TEST_NGINX_REDIS_SOCK interval=50ms allow=127.0.0.1/32;
-    }
-    server {
-$listen
-        location / { return 200 "\$server_port\\n"; }
-    }
-END
+my ($http, @addr) = discovered_fleet(2);
 
 my $config = gateway_locations();
 

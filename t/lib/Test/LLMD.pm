@@ -37,7 +37,7 @@ our @EXPORT = qw(run_tests repeat_each workers no_shuffle server_port
                  rand_port nginx_start nginx_request nginx_reload nginx_stop
                  error_log_text servroot sanitizer_report redis_start
                  redis_stop redis_cmd prefix_keys worker_heartbeat
-                 gateway_locations);
+                 gateway_locations discovered_fleet);
 
 $SIG{PIPE} = 'IGNORE';
 
@@ -141,6 +141,25 @@ sub gateway_locations () {
     }
     location = /llmd/status { llmd_status; }
 END
+}
+
+# N backends that answer with their port, and upstream llm that finds them
+# through Redis heartbeats only (no server lines): (http config, addrs).
+sub discovered_fleet () {
+    my $n = shift;
+    my @addr = map { '127.0.0.1:' . rand_port($_) } 1 .. $n;
+    my $listen = join '', map { "        listen $_;\n" } @addr;
+    my $http = <<"END";
+    upstream llm {
+        llmd;
+        llmd_redis unix:\$TEST_NGINX_REDIS_SOCK interval=50ms allow=127.0.0.1/32;
+    }
+    server {
+$listen
+        location / { return 200 "\$server_port\\n"; }
+    }
+END
+    return ($http, @addr);
 }
 
 # One command over a fresh connection; binary-safe arguments.
