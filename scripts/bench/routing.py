@@ -346,8 +346,10 @@ def main():
     ap.add_argument("--profile", default="llama3-8b-h100")
     ap.add_argument("--speed", type=float, default=1.0)
     ap.add_argument("--kv-blocks", type=int, default=0,
-                    help="per worker; 0: sized so the workload's shared "
-                         "prefixes fill 73%% of the fleet's KV capacity")
+                    help="per worker; 0: sized so the shared-prefix "
+                         "workload's distinct tokens (every group's system "
+                         "prompt and its users' questions) fill 73%% of the "
+                         "fleet's KV capacity, as in llm-d's benchmark")
     ap.add_argument("--max-batch", type=int, default=64)
     ap.add_argument("--rates", default="0.3,0.5,0.7,0.9,1.1",
                     help="fractions of the measured capacity")
@@ -392,7 +394,10 @@ def main():
                               "--question-tokens", str(args.question_tokens),
                               "--output-tokens", str(args.output_tokens)]
         if args.kv_blocks == 0:
-            demand = args.groups * args.system_tokens / 16.0
+            # llm-d's 73%: 150 x (6,000 + 5 x 1,200) tokens against
+            # 8 x 307,328.  The questions recur too, so they count.
+            demand = args.groups * (args.system_tokens
+                                    + args.users * args.question_tokens) / 16.0
             args.kv_blocks = max(256, int(demand / 0.73 / args.workers))
     elif args.kv_blocks == 0:
         args.kv_blocks = 4096
