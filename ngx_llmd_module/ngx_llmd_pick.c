@@ -439,13 +439,18 @@ ngx_llmd_pick_llm_d(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
 }
 
 
-/* Dynamo's KV router cost, lowest wins, temperature 0:
- * prefill_blocks (uncached prompt) + active decode blocks. */
+/* Dynamo's KV router cost, overlap weight 1, temperature 0, lowest wins:
+ * potential prefill blocks (the worker's queued prefill and this request's
+ * uncached prompt) + potential active blocks (the worker's, and this
+ * request's new ones).  Dynamo counts active blocks once however many
+ * requests share them, so a shared prefix weighs once: the work in flight
+ * (what each request added, uncached prompt + max_tokens) stands for them,
+ * not the sum of every request's whole prompt. */
 ngx_uint_t
 ngx_llmd_pick_dynamo(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
     ngx_uint_t start)
 {
-    double             cost, best_cost;
+    double             cost, best_cost, uncached, queued, active;
     ngx_uint_t         k, c, best;
     ngx_llmd_cand_t   *cd;
     ngx_llmd_peer_t   *sp;
@@ -460,11 +465,13 @@ ngx_llmd_pick_dynamo(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
         cd = &lp->cand[c];
         sp = cd->slot >= 0 ? &sh->peers[cd->slot] : NULL;
 
-        cost = (double) ngx_llmd_uncached_tokens(lp, cd->match)
-               / NGX_LLMD_DYNAMO_BLOCK_TOKENS
-               + (sp ? (double) (sp->inflight_tokens + sp->remote_tokens)
-                       / NGX_LLMD_DYNAMO_BLOCK_TOKENS
-                     : 0.0);
+        uncached = (double) ngx_llmd_uncached_tokens(lp, cd->match);
+        queued = sp ? (double) (sp->queued_prefill_tokens + sp->pending_tokens)
+                    : 0.0;
+        active = sp ? (double) (sp->inflight_work + sp->remote_work) : 0.0;
+
+        cost = (queued + uncached) / NGX_LLMD_DYNAMO_BLOCK_TOKENS
+               + (active + uncached) / NGX_LLMD_DYNAMO_BLOCK_TOKENS;
 
         if (best_cost < 0 || cost < best_cost) {
             best_cost = cost;

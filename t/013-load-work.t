@@ -67,6 +67,35 @@ is("@peers", join(' ', ($addr[0]) x 3), 'a record without work counts as none');
 
 redis_cmd('DEL', $GW);
 nginx_stop();
+
+# The Dynamo reference counts a worker's active blocks once, however many
+# requests share them: four requests in flight on the worker that holds a
+# 3,000-token prompt, all hits, weigh their own work, not 4 x 3,000 tokens.
+(my $dyn = $http) =~ s/llmd;\n/llmd;\n        llmd_policy dynamo;\n/;
+is(nginx_start(http_config => $dyn, config => $config), '', 'nginx with llmd_policy dynamo');
+worker_heartbeat(id => "w$_", addr => $addr[$_], ev => 0) for 0 .. 1;
+sleep 0.4;
+
+my $words = join ' ', map { "word$_" } 1 .. 1700;
+my $long = "POST /v1/completions\n{\"max_tokens\":16,\"prompt\":\"$words\"}";
+my $r = nginx_request($long);
+is($r->{headers}{'x-llmd-pick'}, 'dynamo', 'picked by the Dynamo cost');
+my $holder = peer_of($r);
+my ($other) = grep { $_ ne $holder } @addr;
+my $tok = 4 * (int(length($words) / 4) + 16);
+
+other_gateway($holder => [4, $tok, 4 * 32], $other => [0, 0, 0]);
+sleep 0.3;
+is(peer_of(nginx_request($long)), $holder,
+   'dynamo: requests sharing the holder\'s prefix weigh once');
+
+other_gateway($holder => [4, $tok, $tok], $other => [0, 0, 0]);
+sleep 0.3;
+is(peer_of(nginx_request($long)), $other,
+   '... and cold work in flight there still sends it elsewhere');
+
+redis_cmd('DEL', $GW);
+nginx_stop();
 redis_stop();
 
 done_testing();
