@@ -13,6 +13,7 @@ extern ngx_module_t  ngx_http_proxy_module;
 
 static void ngx_llmd_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_llmd_is_json(ngx_http_request_t *r);
+static ngx_int_t ngx_llmd_json_media_type(ngx_str_t *ct);
 
 
 /* yajl's allocator on the request pool: sizes are kept in front of each
@@ -108,12 +109,16 @@ ngx_llmd_location_enabled(ngx_http_request_t *r)
 }
 
 
-/* Only JSON bodies are inspected; anything else is balanced on load. */
+/*
+ * Only bodies with a JSON media type (application/json or application/...+json,
+ * parameters allowed) are inspected.  Anything else, including a body with no
+ * Content-Type at all, is balanced on load alone and forwarded untouched, as
+ * stock nginx would: curl -d sends application/x-www-form-urlencoded, and a
+ * body without a type may be anything.
+ */
 static ngx_int_t
 ngx_llmd_is_json(ngx_http_request_t *r)
 {
-    ngx_str_t  *ct;
-
     if (r->method != NGX_HTTP_POST) {
         return 0;
     }
@@ -123,13 +128,42 @@ ngx_llmd_is_json(ngx_http_request_t *r)
     }
 
     if (r->headers_in.content_type == NULL) {
-        return 1;       /* curl -d and many SDKs: assume JSON */
+        return 0;
     }
 
-    ct = &r->headers_in.content_type->value;
+    return ngx_llmd_json_media_type(&r->headers_in.content_type->value);
+}
 
-    return ngx_strlcasestrn(ct->data, ct->data + ct->len,
-                            (u_char *) "json", 4 - 1) != NULL;
+
+static ngx_int_t
+ngx_llmd_json_media_type(ngx_str_t *ct)
+{
+    u_char  *p, *last;
+
+    p = ct->data;
+    last = ngx_strlchr(p, p + ct->len, ';');
+
+    if (last == NULL) {
+        last = p + ct->len;
+    }
+
+    while (p < last && (*p == ' ' || *p == '\t')) {
+        p++;
+    }
+
+    while (last > p && (last[-1] == ' ' || last[-1] == '\t')) {
+        last--;
+    }
+
+    if (last - p < 16 || ngx_strncasecmp(p, (u_char *) "application/", 12)) {
+        return 0;
+    }
+
+    if (last - p == 16) {
+        return ngx_strncasecmp(p + 12, (u_char *) "json", 4) == 0;
+    }
+
+    return ngx_strncasecmp(last - 5, (u_char *) "+json", 5) == 0;
 }
 
 

@@ -13,6 +13,10 @@ package Test::LLMD;
 #                       responses, joined by spaces
 #   first_body_byte_within: S   the first body byte arrived within S seconds
 #
+# A request with a body gets Content-Type: application/json, as OpenAI
+# clients send it, unless more_headers names one; "Content-Type:" with no
+# value there sends none (curl's -H 'Name:' convention).
+#
 # For steps a block cannot express (reloads, several phases), test files use
 # the functions nginx_start, nginx_request, nginx_reload, nginx_stop and
 # error_log_text directly.
@@ -406,14 +410,21 @@ sub build_request () {
     my ($method, $uri) = split /\s+/, $line, 2;
     my $raw = "$method $uri HTTP/1.1\r\nHost: localhost\r\n"
               . "Connection: close\r\n";
-    my $have_len = 0;
+    my ($have_len, $have_type) = (0, 0);
     for my $h (split /\n/, $headers || '') {
         next unless $h =~ /\S/;
         $have_len = 1 if $h =~ /^(content-length|transfer-encoding)\s*:/i;
+        $have_type = 1 if $h =~ /^content-type\s*:/i;
+        # "Name:" with no value sends no such header, as with curl -H 'Name:'
+        next if $h =~ /^[\w-]+\s*:\s*$/;
         $raw .= "$h\r\n";
     }
     if (length $body || $method =~ /^(POST|PUT|PATCH)$/) {
         $raw .= "Content-Length: " . length($body) . "\r\n" unless $have_len;
+    }
+    # OpenAI clients send JSON bodies as application/json
+    if (length $body && !$have_type) {
+        $raw .= "Content-Type: application/json\r\n";
     }
     return "$raw\r\n$body";
 }
