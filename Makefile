@@ -13,9 +13,6 @@ TOP          := $(abspath .)
 BUILD        := $(TOP)/build
 NGX_SRC      := /usr/share/nginx/src
 NGX_VERSION  := $(shell dpkg-query -W -f '$${Version}' nginx 2>/dev/null)
-# the source package of the same upstream version; pinned because the
-# security archive does not always carry the newest .dsc
-NGX_DEB_SRC  ?= nginx=1.22.1-9+deb12u9
 
 CC           ?= cc
 CFLAGS_COMMON = -std=gnu11 -Wall -Wextra -Werror -O2 -g
@@ -30,7 +27,7 @@ HAVE_WORKERS  = $(wildcard workers/Makefile)
 
 .PHONY: all module workers tools bench-tool test-bench test-deploy bench-smoke \
         bench-gateway bench-worker bench-fleet-state bench-decision bench-pd test test-common test-module test-asan \
-        test-workers asan demo bench clean
+        test-workers test-nginx-compat asan demo bench clean
 
 all: module workers tools bench-tool
 
@@ -77,9 +74,7 @@ asan: $(ASAN_NGINX)
 
 $(BUILD)/src/.fetched:
 	@mkdir -p $(BUILD)/src
-	cd $(BUILD)/src && apt-get source -qq --download-only $(NGX_DEB_SRC) >/dev/null 2>&1 \
-	  || { echo "apt-get source $(NGX_DEB_SRC) failed: is deb-src enabled? (.ci/run enables it)"; exit 1; }
-	cd $(BUILD)/src && dpkg-source -q -x nginx_*.dsc nginx >/dev/null
+	scripts/fetch-nginx-source.sh $(BUILD)/src
 	touch $@
 
 $(ASAN_NGINX): $(BUILD)/src/.fetched $(MODULE_SRCS) config
@@ -99,7 +94,7 @@ $(BUILD)/test_%: common/tests/test_%.c $(COMMON_SRCS) $(COMMON_HDRS)
 	    $$(pkg-config --cflags --libs check msgpack) -lyajl -lxxhash
 
 test: test-common test-module test-asan test-workers test-bench bench-smoke \
-      test-deploy
+      test-deploy test-nginx-compat
 	@echo "all test suites passed"
 
 test-common: $(BUILD)/test_common $(BUILD)/test_wire
@@ -126,6 +121,11 @@ demo: all
 
 test-bench: workers
 	$(MAKE) -C bench test
+
+# nginx's own test suite (../shared/nginx-tests), stock against llmd in
+# every upstream: fails on any test that passes stock and fails with llmd
+test-nginx-compat: module
+	scripts/nginx-compat.sh $(MODULE_SO) $(BUILD)/nginx-compat/REPORT.md
 
 # compose, kustomize, helm, schemas and PromQL, offline (no containers)
 test-deploy: module workers

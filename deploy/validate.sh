@@ -252,13 +252,19 @@ if [ -x "$WORKER" ] && need redis-server && need curl && [ -f "$SO" ] && need ng
     sim decode-2 --role decode --speed 0 --sim-check-kv
     PP=$(cat "$T/prefill.port")
     mkdir -p "$T/gw"; touch "$T/gw.log"
-    AS=(); if [ "$(id -u)" = 0 ] && need runuser; then
+    # as root the gateway drops to an unprivileged user, as in its image; the
+    # checkout may sit under a 0700 home that user cannot enter, so what it
+    # runs is staged in $T, which it can
+    AS=(); SGW=$GW; SSO=$SO
+    if [ "$(id -u)" = 0 ] && need runuser; then
         chmod 755 "$T"; chown nobody "$T/gw" "$T/gw.log"; AS=(runuser -u nobody --)
+        mkdir -p "$T/stage"; cp "$GW" "$SO" "$T/stage/"; chmod -R a+rX "$T/stage"
+        SGW=$T/stage/$(basename "$GW"); SSO=$T/stage/$(basename "$SO")
     fi
-    "${AS[@]}" env LLMD_RUN_DIR="$T/gw" LLMD_MODULE="$SO" LLMD_REDIS="localhost:$RP" \
+    "${AS[@]}" env LLMD_RUN_DIR="$T/gw" LLMD_MODULE="$SSO" LLMD_REDIS="localhost:$RP" \
         LLMD_LISTEN="127.0.0.1:$GP" LLMD_ADMIN_LISTEN="127.0.0.1:$AP" LLMD_WORKER_PROCESSES=1 \
         LLMD_PD_THRESHOLD=512 \
-        LLMD_ACCESS_LOG="$T/gw/access.log" LLMD_DEBUG_HEADERS=on "$GW" run >> "$T/gw.log" 2>&1 &
+        LLMD_ACCESS_LOG="$T/gw/access.log" LLMD_DEBUG_HEADERS=on "$SGW" run >> "$T/gw.log" 2>&1 &
     PIDS+=($!)
     # metric PORT REGEX: the sum of the samples matching REGEX at a worker
     # (or, with the admin port, the gateway)
@@ -313,7 +319,7 @@ if [ -x "$WORKER" ] && need redis-server && need curl && [ -f "$SO" ] && need ng
     check "smoke: gateway runs as a non-root user when started as root" bash -c "
         [ '$(id -u)' != 0 ] || ps -o user= -C nginx | grep -qx nobody"
     check "smoke: drain stops the gateway gracefully" bash -c "
-        $(printf '%q ' "${AS[@]}") env LLMD_RUN_DIR='$T/gw' LLMD_DRAIN_DELAY=0 '$GW' drain &&
+        $(printf '%q ' "${AS[@]}") env LLMD_RUN_DIR='$T/gw' LLMD_DRAIN_DELAY=0 '$SGW' drain &&
         ! [ -e '$T/gw/nginx.pid' ]"
 else
     skip "smoke: needs workers/build/llmd-worker, redis-server, curl and the module"

@@ -217,10 +217,14 @@ ngx_llmd_header_filter(ngx_http_request_t *r)
 
     status = r->err_status;
 
-    /* only nginx's own HTML error pages, never a worker's response */
+    /*
+     * only nginx's own HTML error pages: never a worker's response, nor a
+     * page the configuration chose with error_page
+     */
     if (status < NGX_HTTP_BAD_REQUEST
         || !llcf->json_errors
         || r != r->main
+        || r->error_page
         || r->headers_out.content_type.len != sizeof("text/html") - 1
         || ngx_strncmp(r->headers_out.content_type.data, "text/html", 9) != 0
         || (ctx == NULL && !ngx_llmd_location_enabled(r)))

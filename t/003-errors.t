@@ -178,3 +178,34 @@ POST /v1/completions
 {"prompt":"x"
 --- error_code: 400
 --- response_body_like: <html>
+
+
+
+=== TEST 9: a page chosen with error_page is sent as configured, even from an llmd location
+--- http_config
+    upstream llm {
+        llmd;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_1;
+    }
+    server {
+        listen 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+        location / { default_type text/html; return 200 "<p>our own page</p>\n"; }
+    }
+    upstream pages {
+        llmd;
+        server 127.0.0.1:$TEST_NGINX_RAND_PORT_2;
+    }
+--- config
+    location /v1/ {
+        error_page 502 /pages/down.html;
+        proxy_pass http://llm;
+    }
+    location /pages/ { proxy_pass http://pages; }
+--- request
+POST /v1/completions
+{"prompt":"x"}
+--- error_code: 502
+--- response_headers
+Content-Type: text/html
+--- response_body
+<p>our own page</p>
