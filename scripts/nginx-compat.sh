@@ -19,7 +19,7 @@ SO=$(realpath "${1:-$TOP/build/ngx/ngx_llmd_module.so}")
 REPORT=${2:-$TOP/build/nginx-compat/REPORT.md}
 NT=${LLMD_NGINX_TESTS:-$TOP/../shared/nginx-tests}
 NGINX=${LLMD_NGINX:-/usr/sbin/nginx}
-JOBS=${JOBS:-2}
+JOBS=${JOBS:-4}
 
 if [ ! -f "$NT/lib/Test/Nginx.pm" ]; then
     echo "nginx-compat: skipped: nginx's test suite is not at $NT (see ../shared/nginx-tests.md)"
