@@ -32,7 +32,7 @@ mount --bind "$WORK/.m1" "$WORK/.m2" 2>/dev/null && umount "$WORK/.m2" \
 
 # the host's Debian mirror, so the check works wherever the host's does
 MIRROR=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
-    | grep -oE 'https?://[^ ]+/debian/?( |$)' | grep -v security | head -1 | tr -d ' ')
+    | grep -oE 'https?://[^ ]+/debian/?( |$)' | grep -v security | head -1 | tr -d ' ' || true)
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 MIRROR=${MIRROR%/}
 SECURITY=${MIRROR%/debian}/debian-security
