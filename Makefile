@@ -27,7 +27,7 @@ HAVE_WORKERS  = $(wildcard workers/Makefile)
 
 .PHONY: all module workers tools bench-tool test-bench test-deploy bench-smoke \
         bench-gateway bench-worker bench-fleet-state bench-decision bench-pd test test-common test-module test-asan \
-        test-workers test-nginx-compat test-scripts asan demo bench clean
+        test-workers test-nginx-compat test-scripts check-layers asan demo bench clean
 
 all: module workers tools bench-tool
 
@@ -94,7 +94,7 @@ $(BUILD)/test_%: common/tests/test_%.c $(COMMON_SRCS) $(COMMON_HDRS)
 	    $$(pkg-config --cflags --libs check msgpack) -lyajl -lxxhash
 
 test: test-common test-module test-asan test-workers test-bench bench-smoke \
-      test-deploy test-nginx-compat test-scripts
+      test-deploy test-nginx-compat test-scripts check-layers
 	@echo "all test suites passed"
 
 test-common: $(BUILD)/test_common $(BUILD)/test_wire
@@ -121,6 +121,10 @@ demo: all
 
 test-bench: workers
 	$(MAKE) -C bench test
+
+# no #include from a lower layer to a higher one (docs/architecture.md)
+check-layers:
+	perl scripts/check-layers.pl
 
 # the machine-setup scripts, on scratch apt directories
 test-scripts:

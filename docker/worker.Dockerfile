@@ -46,10 +46,10 @@ COPY workers/profiles/ workers/profiles/
 COPY workers/tools/ workers/tools/
 COPY docker/runtime-deps.sh docker/
 RUN make -C workers -j"$(nproc)" ${CUDA_ARCHS:+CUDA_ARCHS="$CUDA_ARCHS"} \
-        build/llmd-worker build/llmd-fleet \
+        build/llmd-worker build/llmd-model-tool build/llmd-fleet \
  && mkdir -p /out \
- && cp workers/build/llmd-worker workers/build/llmd-fleet /out/ \
- && sh docker/runtime-deps.sh /out/llmd-worker /out/llmd-fleet > /out/runtime-packages
+ && cp workers/build/llmd-worker workers/build/llmd-model-tool workers/build/llmd-fleet /out/ \
+ && sh docker/runtime-deps.sh /out/llmd-worker /out/llmd-model-tool /out/llmd-fleet > /out/runtime-packages
 
 FROM run-${VARIANT}
 COPY --from=build /out/ /tmp/llmd/
@@ -57,7 +57,7 @@ RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         curl $(cat /tmp/llmd/runtime-packages) \
  && rm -rf /var/lib/apt/lists/* \
- && install -m 0755 /tmp/llmd/llmd-worker /tmp/llmd/llmd-fleet /usr/local/bin/ \
+ && install -m 0755 /tmp/llmd/llmd-worker /tmp/llmd/llmd-model-tool /tmp/llmd/llmd-fleet /usr/local/bin/ \
  && rm -rf /tmp/llmd \
  && groupadd --system --gid 10001 llmd \
  && useradd --system --uid 10001 --gid llmd --home-dir /models --shell /usr/sbin/nologin llmd \

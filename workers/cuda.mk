@@ -1,4 +1,5 @@
-# The cuda backend (src/backends/cuda*), included by the Makefile.
+# The cuda backend (src/backends/cuda*) and its KV transport
+# (src/pd/pd_transport_cuda.c), included by the Makefile.
 #
 # Built when nvcc is found: $(NVCC) (default /usr/local/cuda/bin/nvcc), else
 # nvcc on PATH; `make CUDA=off` leaves it out.  Without it nothing of the
@@ -28,31 +29,31 @@ CUDA_ARCHS ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=
 NVCC_FLAGS := -O3 -std=c++17 $(CUDA_ARCHS) -Xcompiler -Wall,-Wextra -Isrc
 CUDA_DEFS := -DLLMD_HAVE_CUDA -I$(CUDA_ROOT)/include
 CUDA_HDRS := $(wildcard src/backends/cuda*.h src/backends/cuda*.cuh)
-CUDA_KERNEL_OBJS := $(patsubst src/backends/%.cu,$(B)/cuda/%.o,$(wildcard src/backends/cuda*.cu))
-CUDA_HOST := $(wildcard src/backends/cuda*.c)
-CUDA_OBJS := $(CUDA_KERNEL_OBJS) $(patsubst src/backends/%.c,$(B)/cuda/%.o,$(CUDA_HOST))
+CUDA_KERNEL_OBJS := $(patsubst src/%.cu,$(B)/cuda/%.o,$(wildcard src/backends/cuda*.cu))
+CUDA_HOST := $(wildcard src/backends/cuda*.c) src/pd/pd_transport_cuda.c
+CUDA_OBJS := $(CUDA_KERNEL_OBJS) $(patsubst src/%.c,$(B)/cuda/%.o,$(CUDA_HOST))
 # the kernels are not sanitized (ASan does not reach device code); the
 # host side is
-CUDA_ASAN_OBJS := $(CUDA_KERNEL_OBJS) $(patsubst src/backends/%.c,$(B)/cuda-asan/%.o,$(CUDA_HOST))
+CUDA_ASAN_OBJS := $(CUDA_KERNEL_OBJS) $(patsubst src/%.c,$(B)/cuda-asan/%.o,$(CUDA_HOST))
 CUDA_LIBS := -L$(CUDA_ROOT)/lib64 -Wl,-rpath,$(CUDA_ROOT)/lib64 \
              -lcublas -lcublasLt -lcudart -lnccl -lstdc++
 
-$(B)/cuda/%.o: src/backends/%.cu $(CUDA_HDRS)
+$(B)/cuda/%.o: src/%.cu $(CUDA_HDRS)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCC_FLAGS) -c -o $@ $<
 
-$(B)/cuda/%.o: src/backends/%.c $(wildcard src/*.h src/backends/*.h ../common/*.h)
+$(B)/cuda/%.o: src/%.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(STD) $(WARN) $(CFLAGS) $(PKG_CFLAGS) $(INCLUDES) $(CUDA_DEFS) -c -o $@ $<
 
-$(B)/cuda-asan/%.o: src/backends/%.c $(wildcard src/*.h src/backends/*.h ../common/*.h)
+$(B)/cuda-asan/%.o: src/%.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(STD) $(WARN) -O1 -g $(SANITIZE) $(PKG_CFLAGS) $(INCLUDES) $(CUDA_DEFS) -c -o $@ $<
 
 # GPU tests: the worker's objects without main(), plus the test's own file
 .SECONDEXPANSION:
 $(B)/test-cuda-%: tests/gpu/test_cuda_%.c tests/gpu/gpu_test.h \
-                  $$(filter-out $(B)/obj/main.o,$$(WORKER_OBJS)) $(CUDA_OBJS)
+                  $$(filter-out $(B)/obj/main.o,$$(WORKER_OBJS)) $$(TOOLS_OBJS) $(CUDA_OBJS)
 	$(CC) $(STD) $(WARN) $(CFLAGS) $(PKG_CFLAGS) $(INCLUDES) $(CUDA_DEFS) -o $@ \
 	    $(filter-out %.h,$^) $(PKG_LIBS) $(CUDA_LIBS) -lpthread -lm
 

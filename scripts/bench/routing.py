@@ -476,7 +476,11 @@ def build_info():
     """The commit the binaries were built from, as far as the tree tells:
     HEAD and the uncommitted source files they may include."""
     def git(*a):
-        r = subprocess.run(["git", "-C", TOP] + list(a), capture_output=True, text=True)
+        # a tree from a tarball, or a machine without git, has no commit
+        try:
+            r = subprocess.run(["git", "-C", TOP] + list(a), capture_output=True, text=True)
+        except OSError:
+            return ""
         return r.stdout.rstrip("\n") if r.returncode == 0 else ""
     dirty = git("status", "--porcelain", "--", "ngx_llmd_module", "workers/src",
                 "common", "bench/src").splitlines()

@@ -4,20 +4,42 @@
  *   flags -> engine thread (scheduler, KV cache, backend) -> HTTP loop
  */
 
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-#include "config.h"
-#include "engine.h"
-#include "http_server.h"
-#include "metrics.h"
-#include "model_bench.h"
-#include "model_gen.h"
-#include "model_logits.h"
-#include "model_prompt.h"
+#include "base/config.h"
+#include "engine/engine.h"
+#include "server/http_server.h"
+#include "base/metrics.h"
+#include "server/chat_prompt.h"
 #include "pd/pd_decode.h"
 #include "pd/pd_prefill.h"
+
+/* execs llmd-model-tool from the directory of this executable */
+static int run_model_tool(char **argv)
+{
+    char path[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+    char *slash;
+
+    if (n <= 0) {
+        fprintf(stderr, "llmd-worker: cannot find my own path: %s\n", strerror(errno));
+        return 2;
+    }
+    path[n] = '\0';
+    slash = strrchr(path, '/');
+    if (slash == NULL || (size_t)(slash - path) + sizeof("/llmd-model-tool") > sizeof(path))
+        return 2;
+    strcpy(slash, "/llmd-model-tool");
+    argv[0] = path;
+    execv(path, argv);
+    fprintf(stderr, "llmd-worker %s: cannot run %s: %s\n", argv[1], path, strerror(errno));
+    return 2;
+}
 
 int main(int argc, char **argv)
 {
@@ -28,13 +50,12 @@ int main(int argc, char **argv)
     char err[512];
     int port;
 
-    /* model tools: a generated test model, logits for a token sequence */
-    if (argc > 1 && strcmp(argv[1], "mkmodel") == 0)
-        return model_gen_main(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "logits") == 0)
-        return model_logits_main(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "bench") == 0)
-        return model_bench_main(argc - 1, argv + 1);
+    /* model tools (a generated test model, logits, timings) live in their
+     * own binary next to this one; the worker links none of them */
+    if (argc > 1 && (strcmp(argv[1], "mkmodel") == 0
+                     || strcmp(argv[1], "logits") == 0
+                     || strcmp(argv[1], "bench") == 0))
+        return run_model_tool(argv);
 
     switch (config_parse(&cfg, argc, argv, err, sizeof(err))) {
     case CONFIG_HELP:
@@ -65,7 +86,7 @@ int main(int argc, char **argv)
     }
 #endif
     if (strcmp(cfg.role, "prefill") == 0 || cfg.kv_listen_port != 0) {
-        if (pd_server_start(&engine.pd_server, &engine, &cfg, err,
+        if (pd_server_start(&engine.pd_server, &engine.pd_port, &cfg, err,
                             sizeof(err)) != 0) {
             fprintf(stderr, "llmd-worker: %s\n", err);
             engine_destroy(&engine);
@@ -75,7 +96,7 @@ int main(int argc, char **argv)
                 pd_server_addr(engine.pd_server));
     }
     if (strcmp(cfg.role, "prefill") != 0)
-        engine.pd_client = pd_client_new(&engine, &cfg);
+        engine.pd_client = pd_client_new(&engine.pd_port, &cfg);
     if (engine.backend.vocab != NULL) {
         /* a real model: its tokenizer and chat format shape the prompts */
         static struct model_prompt prompt;

@@ -23,7 +23,7 @@
 #include "llmd_prefix.h"
 #include "llmd_request.h"
 #include "llmd_wire.h"
-#include "redis_url.h"
+#include "base/redis_url.h"
 
 static const char usage[] =
 "usage: llmd-fleet --redis URL [--prefix P] [--pool P] workers|events [N]|snapshot ID\n"

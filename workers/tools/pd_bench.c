@@ -28,8 +28,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "../src/clock.h"
-#include "../src/pd/pd_conn.h"
+#include "base/clock.h"
+#include "pd/pd_conn.h"
 
 struct geometry {
     int layers, kv_heads, head_dim, dtype_bytes, block_tokens;

@@ -25,7 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "../src/clock.h"
+#include "base/clock.h"
 
 static int cmp_d(const void *a, const void *b)
 {

@@ -11,7 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../config.h"
+#include "base/config.h"
 #include "cpu_forward.h"
 #include "cpu_sample.h"
 

@@ -6,9 +6,9 @@
 #ifndef LLMD_BACKEND_CPU_H
 #define LLMD_BACKEND_CPU_H
 
-#include "../backend.h"
-#include "../model.h"
-#include "../tokenizer_vocab.h"
+#include "backend.h"
+#include "model/model.h"
+#include "model/tokenizer_vocab.h"
 #include "cpu_threads.h"
 
 struct cpu_state {

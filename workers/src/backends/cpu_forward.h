@@ -8,7 +8,7 @@
 #ifndef LLMD_CPU_FORWARD_H
 #define LLMD_CPU_FORWARD_H
 
-#include "../scheduler.h"
+#include "sched/scheduler.h"
 #include "cpu.h"
 
 /* Computes the batch; fills st->logits for the items that sample.

@@ -12,7 +12,7 @@
 
 #include <stdint.h>
 
-#include "../model.h"
+#include "model/model.h"
 
 /* y[t * y_stride + r] = W[r] . x[t * w->cols ...] for rows r in [r0, r1)
  * and tokens t in [0, n); scratch holds w->cols floats. */

@@ -10,7 +10,7 @@
 
 #include <stdint.h>
 
-#include "../request.h"
+#include "sched/request.h"
 
 /* probs and order are scratch of n entries each. */
 int32_t sample_token(const float *logits, int n, const struct gen_params *p,

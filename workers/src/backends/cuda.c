@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../config.h"
+#include "base/config.h"
 #include "cuda_forward.h"
 
 #define BLAS_WORKSPACE_BYTES    ((size_t) 32 << 20)

@@ -14,9 +14,9 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
-#include "../backend.h"
-#include "../model.h"
-#include "../tokenizer_vocab.h"
+#include "backend.h"
+#include "model/model.h"
+#include "model/tokenizer_vocab.h"
 #include "cuda_api.h"
 #include "cuda_graph.h"
 #include "cuda_plan.h"

@@ -7,7 +7,7 @@
 #ifndef LLMD_CUDA_FORWARD_H
 #define LLMD_CUDA_FORWARD_H
 
-#include "../scheduler.h"
+#include "sched/scheduler.h"
 #include "cuda.h"
 
 /* Computes the batch; next_tokens[i] for the items that sample.  Returns 0,

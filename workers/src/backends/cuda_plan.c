@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../request.h"
+#include "sched/request.h"
 #include "cpu_sample.h"
 
 void cuda_split_plan(int max_keys, int n_queries, int n_heads, int n_sms,

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../scheduler.h"
+#include "sched/scheduler.h"
 #include "cuda_plan_layout.h"
 
 struct cuda_plan_params {

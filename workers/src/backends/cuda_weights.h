@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../model.h"
+#include "model/model.h"
 
 struct cuda_layer {
     const float    *attn_norm, *ffn_norm;   /* [dim] */

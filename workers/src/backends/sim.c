@@ -16,9 +16,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "../backend.h"
-#include "../config.h"
-#include "../sim_profile.h"
+#include "backend.h"
+#include "base/config.h"
+#include "sim_profile.h"
 
 struct sim_state {
     struct sim_profile  profile;
@@ -262,10 +262,34 @@ static void sim_free(struct backend *b)
     b->state = NULL;
 }
 
+/* --sim-check-kv's counters, for /metrics */
+static int sim_metrics_text(const struct backend *b, char *buf, size_t cap)
+{
+    const struct sim_state *st = b->state;
+    uint64_t checked, bad;
+    int n;
+
+    if (st == NULL || !st->check_kv)
+        return 0;
+    sim_kv_check_counts(&checked, &bad);
+    n = snprintf(buf, cap,
+                 "# HELP llmd:sim_kv_checked_tokens_total Token positions "
+                 "whose KV rows --sim-check-kv verified.\n"
+                 "# TYPE llmd:sim_kv_checked_tokens_total counter\n"
+                 "llmd:sim_kv_checked_tokens_total %llu\n"
+                 "# HELP llmd:sim_kv_mismatched_tokens_total Of which "
+                 "held other bytes.\n"
+                 "# TYPE llmd:sim_kv_mismatched_tokens_total counter\n"
+                 "llmd:sim_kv_mismatched_tokens_total %llu\n",
+                 (unsigned long long) checked, (unsigned long long) bad);
+    return n < 0 || (size_t) n >= cap ? 0 : n;
+}
+
 const struct backend_ops sim_backend_ops = {
     .name = "sim",
     .init = sim_init,
     .attach_kv = sim_attach_kv,
     .forward = sim_forward,
     .free = sim_free,
+    .metrics_text = sim_metrics_text,
 };

@@ -7,7 +7,7 @@
 
 #include <stdint.h>
 
-#include "../request.h"
+#include "sched/request.h"
 
 /* The byte the sim writes at offset j of the K (kv = 0) or V (kv = 1) row of
  * a token, so tests can check that a block table really holds a prefix. */

@@ -19,7 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../clock.h"
+#include "base/clock.h"
 
 /* iovecs per writev: the kernel's limit */
 #define PD_WRITE_IOV    1024

@@ -7,7 +7,7 @@
  * belongs to its thread.  A pd_xfer is freed by the engine thread
  * (pd_client_forget) after the transfer has landed, so an abort racing the
  * landing only touches live memory.  A transfer ends exactly once: its
- * pages are never written after engine_pd_landed() — a DATA frame being
+ * pages are never written after pd_engine_landed() — a DATA frame being
  * read into them is finished first (fail_pending).
  */
 
@@ -24,13 +24,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../clock.h"
-#include "../engine.h"
+#include "base/clock.h"
+#include "pd_engine.h"
 #include "pd_conn.h"
 #include "pd_transport.h"
 
 struct pd_client {
-    struct engine      *engine;
+    const struct pd_engine *engine;
     pthread_mutex_t     lock;
     struct pd_peer     *peers;
     struct pd_layout    layout;
@@ -83,7 +83,7 @@ static int cmp_i32(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-struct pd_client *pd_client_new(struct engine *e, const struct worker_config *cfg)
+struct pd_client *pd_client_new(const struct pd_engine *e, const struct worker_config *cfg)
 {
     struct pd_client *c = calloc(1, sizeof(*c));
 
@@ -91,7 +91,7 @@ struct pd_client *pd_client_new(struct engine *e, const struct worker_config *cf
         return NULL;
     c->engine = e;
     pthread_mutex_init(&c->lock, NULL);
-    pd_layout_of(&c->layout, &e->kv.geo);
+    pd_layout_of(&c->layout, &e->kv->geo);
     c->layout_hash = pd_layout_hash(&c->layout);
     c->timeout_ms = cfg->pd_timeout_ms;
     if (cfg->worker_id[0])
@@ -113,7 +113,7 @@ static void land(struct pd_xfer *x, bool ok, const char *why)
     r->pd_ok = ok;
     if (!ok)
         r->error = why;
-    engine_pd_landed(x->peer->client->engine, r);
+    pd_engine_landed(x->peer->client->engine, r);
 }
 
 static void remove_active(struct pd_peer *p, struct pd_xfer *x)
@@ -159,7 +159,7 @@ static void fail_xfer(struct pd_peer *p, struct pd_xfer *x, const char *why,
 static uint8_t *run_dest(const struct pd_peer *p, const struct pd_xfer *x,
     const struct pd_seg *seg)
 {
-    struct kv_manager *kv = &p->client->engine->kv;
+    struct kv_manager *kv = p->client->engine->kv;
     size_t bb = kv->block_bytes;
     size_t start = (size_t) seg->dst_block * bb + seg->offset;
     size_t end = start + seg->len;
@@ -333,7 +333,7 @@ static int pair(struct pd_peer *p, const char **why)
     if (fd < 0)
         return -1;
     snprintf(ours.worker_id, sizeof(ours.worker_id), "%s", c->worker_id);
-    pd_transport_identity(&c->engine->kv, &ours);
+    pd_transport_identity(c->engine->kv, &ours);
     n = pd_put_hello(buf + PD_HDR_BYTES, &ours);
     pd_put_hdr(buf, PD_HELLO, (uint32_t) n, 0);
     if (pd_conn_write_all(fd, buf, PD_HDR_BYTES + n, 2000) != 0
@@ -360,7 +360,7 @@ static int pair(struct pd_peer *p, const char **why)
         close(fd);
         return -1;
     }
-    if (p->t->connect && p->t->connect(&p->link, fd, &c->engine->kv, &theirs,
+    if (p->t->connect && p->t->connect(&p->link, fd, c->engine->kv, &theirs,
                                        10000, setup_why, sizeof(setup_why)) != 0) {
         fprintf(stderr, "llmd-worker: kv transfer: %s setup with prefill "
                 "worker %s failed: %s\n", p->t->name, p->addr, setup_why);
@@ -383,7 +383,7 @@ static int pair(struct pd_peer *p, const char **why)
 static void take_pending(struct pd_peer *p)
 {
     struct pd_client *c = p->client;
-    int bt = c->engine->kv.geo.block_tokens;
+    int bt = c->engine->kv->geo.block_tokens;
     struct pd_xfer *list;
 
     pthread_mutex_lock(&c->lock);
@@ -525,15 +525,15 @@ static void *peer_main(void *arg)
 
 void pd_client_start(struct pd_client *c, struct worker_request *r)
 {
-    struct engine *e = c->engine;
-    int bt = e->kv.geo.block_tokens;
+    const struct pd_engine *e = c->engine;
+    int bt = e->kv->geo.block_tokens;
     struct pd_xfer *x = calloc(1, sizeof(*x));
     struct pd_peer *p;
     pthread_t t;
 
     if (x == NULL) {
         r->error = "out of memory";
-        engine_pd_landed(e, r);
+        pd_engine_landed(e, r);
         return;
     }
     x->r = r;
@@ -548,7 +548,7 @@ void pd_client_start(struct pd_client *c, struct worker_request *r)
     if (x->dst_sorted == NULL) {
         free(x);
         r->error = "out of memory";
-        engine_pd_landed(e, r);
+        pd_engine_landed(e, r);
         return;
     }
     memcpy(x->dst_sorted, r->blocks + x->first_block, sizeof(int32_t) * x->n_dst);
@@ -565,7 +565,7 @@ void pd_client_start(struct pd_client *c, struct worker_request *r)
             pthread_mutex_unlock(&c->lock);
             free(p);
             r->error = "out of memory";
-            engine_pd_landed(e, r);
+            pd_engine_landed(e, r);
             return;
         }
         p->client = c;
@@ -575,7 +575,7 @@ void pd_client_start(struct pd_client *c, struct worker_request *r)
             close(p->wake_fd);
             free(p);
             r->error = "cannot start a transfer thread";
-            engine_pd_landed(e, r);
+            pd_engine_landed(e, r);
             return;
         }
         pthread_detach(t);

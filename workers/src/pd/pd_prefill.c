@@ -24,14 +24,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../clock.h"
-#include "../engine.h"
-#include "../prefix_claim.h"
+#include "base/clock.h"
+#include "pd_engine.h"
+#include "sched/prefix_claim.h"
 #include "pd_conn.h"
 #include "pd_transport.h"
 
 struct pd_server {
-    struct engine      *engine;
+    const struct pd_engine *engine;
     int                 listen_fd;
     char                addr[64];
     struct pd_layout    layout;
@@ -115,7 +115,7 @@ static void unlink_source(struct pd_pconn *pc, struct pd_source *src)
 static void on_data_written(void *arg, struct pd_out *o, bool ok)
 {
     struct pd_source *src = arg;
-    struct engine *e = src->pc->srv->engine;
+    const struct pd_engine *e = src->pc->srv->engine;
 
     if (ok) {
         uint64_t n = o->total - o->head_len;
@@ -129,14 +129,14 @@ static void on_final_written(void *arg, struct pd_out *o, bool ok)
 {
     struct pd_source *src = arg;
     struct pd_pconn *pc = src->pc;
-    struct engine *e = pc->srv->engine;
+    const struct pd_engine *e = pc->srv->engine;
     bool done = ok && o->head[0] == PD_DONE;
 
     atomic_fetch_add(done ? &e->metrics->pd_served : &e->metrics->pd_served_failed, 1);
     pthread_mutex_lock(&pc->lock);
     unlink_source(pc, src);
     pthread_mutex_unlock(&pc->lock);
-    engine_pd_release(e, src->r);
+    pd_engine_release(e, src->r);
     source_free(src);
 }
 
@@ -200,7 +200,7 @@ static struct frame_builder *builder(struct pd_source *src,
 
     (void) r;
     fb.src = src;
-    fb.kv = &src->pc->srv->engine->kv;
+    fb.kv = src->pc->srv->engine->kv;
     fb.n = 0;
     return &fb;
 }
@@ -280,11 +280,10 @@ void pd_source_end(struct pd_source *src, struct worker_request *r, bool ok)
                                   "or the prefill worker is shutting down)";
         o = pd_out_control(PD_FAILED, src->xfer, why, sizeof(why) - 1);
     }
-    if (ok && src->claim && pc->srv->engine->remote_prefilled) {
-        /* the prompt's blocks are cached here now: advertise them to the
-         * gateways, for the next prefill of this prefix */
-        pc->srv->engine->remote_prefilled(pc->srv->engine->remote_prefilled_arg,
-                                          src->claim);
+    /* the prompt's blocks are cached here now: advertise them to the
+     * gateways, for the next prefill of this prefix */
+    if (ok && src->claim
+        && pc->srv->engine->remote_prefilled(pc->srv->engine->ctx, src->claim)) {
         src->claim = NULL;
     }
     pthread_mutex_lock(&pc->lock);
@@ -301,7 +300,7 @@ void pd_source_end(struct pd_source *src, struct worker_request *r, bool ok)
         /* the connection is closed: its frames are gone already */
         pd_out_free(o);
         atomic_fetch_add(&pc->srv->engine->metrics->pd_served_failed, 1);
-        engine_pd_release(pc->srv->engine, r);
+        pd_engine_release(pc->srv->engine, r);
         source_free(src);
     }
 }
@@ -353,8 +352,8 @@ static struct prefix_claim *claim_from(const struct pd_prefill_msg *m, int bt)
 static int on_prefill(struct pd_pconn *pc, uint64_t xfer, uint8_t *payload,
     uint32_t len)
 {
-    struct engine *e = pc->srv->engine;
-    int bt = e->kv.geo.block_tokens;
+    const struct pd_engine *e = pc->srv->engine;
+    int bt = e->kv->geo.block_tokens;
     struct pd_prefill_msg m;
     struct gen_params params = { .max_tokens = 1, .top_p = 1.0 };
     struct pd_source *src;
@@ -401,7 +400,7 @@ static int on_prefill(struct pd_pconn *pc, uint64_t xfer, uint8_t *payload,
     src->next = pc->sources;
     pc->sources = src;
     pthread_mutex_unlock(&pc->lock);
-    engine_submit(e, r);
+    pd_engine_submit(e, r);
     return 0;
 }
 
@@ -416,7 +415,7 @@ static int on_frame(void *arg, const struct pd_frame_hdr *h, uint8_t *payload)
         for (struct pd_source *s = pc->sources; s; s = s->next)
             if (s->xfer == h->xfer && !s->ended && !s->cancel_sent) {
                 s->cancel_sent = true;
-                engine_cancel(pc->srv->engine, s->r);
+                pd_engine_cancel(pc->srv->engine, s->r);
             }
         pthread_mutex_unlock(&pc->lock);
         return 0;
@@ -456,7 +455,7 @@ static int check_leases(struct pd_pconn *pc)
             fprintf(stderr, "llmd-worker: kv transfer %016llx to %s: lease "
                     "ended before the prefill did; aborting it\n",
                     (unsigned long long) s->xfer, pc->peer_id);
-            engine_cancel(pc->srv->engine, s->r);
+            pd_engine_cancel(pc->srv->engine, s->r);
         } else if (now > s->lease_end + 1.0) {
             fprintf(stderr, "llmd-worker: kv transfer %016llx to %s: pages "
                     "not taken a second after the lease ended; closing the "
@@ -481,7 +480,7 @@ static int handshake(struct pd_pconn *pc)
     char why[400] = "";
     size_t n;
 
-    pd_transport_identity(&srv->engine->kv, &ours);
+    pd_transport_identity(srv->engine->kv, &ours);
 
     if (pd_conn_read_frame(pc->conn.fd, &h, buf, sizeof(buf), 5000) != 0
         || h.type != PD_HELLO || pd_get_hello(buf, h.len, &theirs) != 0) {
@@ -520,7 +519,7 @@ static int handshake(struct pd_pconn *pc)
         return -1;
     if (pc->t->accept) {
         /* the socket is non-blocking: the setup helpers poll with deadlines */
-        if (pc->t->accept(&pc->link, pc->conn.fd, &srv->engine->kv, &theirs,
+        if (pc->t->accept(&pc->link, pc->conn.fd, srv->engine->kv, &theirs,
                           10000, why, sizeof(why)) != 0) {
             fprintf(stderr, "llmd-worker: kv transfer: %s setup with decode "
                     "worker %s failed: %s\n", pc->t->name, theirs.worker_id, why);
@@ -572,7 +571,7 @@ static void *conn_main(void *arg)
     for (struct pd_source *s = pc->sources; s; s = s->next)
         if (!s->ended && !s->cancel_sent) {
             s->cancel_sent = true;
-            engine_cancel(pc->srv->engine, s->r);
+            pd_engine_cancel(pc->srv->engine, s->r);
         }
     pthread_mutex_unlock(&pc->lock);
     pc_unref(pc);
@@ -625,7 +624,7 @@ static void *accept_main(void *arg)
     return NULL;
 }
 
-int pd_server_start(struct pd_server **out, struct engine *e,
+int pd_server_start(struct pd_server **out, const struct pd_engine *e,
     const struct worker_config *cfg, char *err, int err_len)
 {
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE };
@@ -642,7 +641,7 @@ int pd_server_start(struct pd_server **out, struct engine *e,
     }
     srv->engine = e;
     srv->lease_ms = cfg->pd_lease_ms;
-    pd_layout_of(&srv->layout, &e->kv.geo);
+    pd_layout_of(&srv->layout, &e->kv->geo);
     srv->layout_hash = pd_layout_hash(&srv->layout);
     atomic_init(&srv->next_id, 1ull << 62);
     if (cfg->worker_id[0])

@@ -18,15 +18,15 @@
 
 #include <stdbool.h>
 
-#include "../config.h"
-#include "../request.h"
+#include "base/config.h"
+#include "sched/request.h"
 
-struct engine;
+struct pd_engine;
 struct pd_server;
 struct pd_source;
 
 /* Listen on --kv-listen.  0, or -1 with a one-line reason. */
-int pd_server_start(struct pd_server **out, struct engine *e,
+int pd_server_start(struct pd_server **out, const struct pd_engine *e,
     const struct worker_config *cfg, char *err, int err_len);
 /* "host:port" decode workers connect to (the heartbeat's kv field) */
 const char *pd_server_addr(const struct pd_server *s);

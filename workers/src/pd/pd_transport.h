@@ -25,7 +25,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "../kv_blocks.h"
+#include "sched/kv_blocks.h"
 #include "pd_conn.h"
 #include "pd_wire.h"
 

@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../kv_blocks.h"
+#include "sched/kv_blocks.h"
 
 #define PD_VERSION          1
 #define PD_HDR_BYTES        16

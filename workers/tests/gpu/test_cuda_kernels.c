@@ -16,7 +16,7 @@
 #include "backends/cuda_api.h"
 #include "backends/cuda_plan.h"
 #include "gpu_test.h"
-#include "request.h"
+#include "sched/request.h"
 
 #define BT      16
 #define BLOCKS  512

@@ -26,8 +26,8 @@
 #include "backends/cpu_sample.h"
 #include "backends/cuda.h"
 #include "gpu_test.h"
-#include "model_gen.h"
-#include "scheduler.h"
+#include "model_tool/model_gen.h"
+#include "sched/scheduler.h"
 
 #define BT          16
 #define PROMPT      150

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "openai_api.h"
+#include "server/openai_api.h"
 #include "suites.h"
 
 static struct api_request rq;

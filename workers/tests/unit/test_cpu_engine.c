@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 #include "backends/cpu.h"
-#include "model_gen.h"
-#include "scheduler.h"
+#include "model_tool/model_gen.h"
+#include "sched/scheduler.h"
 #include "suites.h"
 
 #define BT          4

@@ -10,13 +10,13 @@
 
 #include "backends/cpu.h"
 #include "backends/cpu_sample.h"
-#include "chat_template.h"
-#include "gguf.h"
-#include "gguf_write.h"
-#include "model.h"
-#include "model_gen.h"
+#include "model/chat_template.h"
+#include "model/gguf.h"
+#include "model_tool/gguf_write.h"
+#include "model/model.h"
+#include "model_tool/model_gen.h"
 #include "suites.h"
-#include "tokenizer_vocab.h"
+#include "model/tokenizer_vocab.h"
 
 /* A generated model written to a temporary file; its path in `path`. */
 static void make_model(char *path, const char *arch, const char *vocab,

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
+#include "backends/backend.h"
 #include "suites.h"
 
 #ifdef LLMD_HAVE_CUDA
@@ -16,8 +16,8 @@
 #include "backends/cpu_kernels.h"
 #include "backends/cpu_sample.h"
 #include "backends/cuda.h"
-#include "config.h"
-#include "request.h"
+#include "base/config.h"
+#include "sched/request.h"
 
 /* ------------------------------------------------------------------------ */
 /* weights */

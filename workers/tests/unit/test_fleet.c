@@ -5,14 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config.h"
-#include "engine_stats.h"
-#include "kv_blocks.h"
+#include "base/config.h"
+#include "engine/engine_stats.h"
+#include "sched/kv_blocks.h"
 #include "llmd_request.h"
 #include "llmd_wire.h"
-#include "prefix_claim.h"
-#include "prefix_map.h"
-#include "redis_url.h"
+#include "sched/prefix_claim.h"
+#include "sched/prefix_map.h"
+#include "base/redis_url.h"
 #include "suites.h"
 
 static int parse(const char *s, struct redis_url *u)

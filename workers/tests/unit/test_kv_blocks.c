@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kv_blocks.h"
+#include "sched/kv_blocks.h"
 #include "suites.h"
 
 #define BT 4

@@ -4,11 +4,11 @@
 #include <string.h>
 
 #include "backends/sim.h"
-#include "config.h"
-#include "metrics.h"
-#include "request.h"
-#include "sim_profile.h"
-#include "stop_strings.h"
+#include "base/config.h"
+#include "base/metrics.h"
+#include "sched/request.h"
+#include "backends/sim_profile.h"
+#include "engine/stop_strings.h"
 #include "suites.h"
 
 static enum config_result parse_args(struct worker_config *cfg, char *err,

@@ -5,10 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backend.h"
+#include "backends/backend.h"
 #include "backends/sim.h"
-#include "config.h"
-#include "scheduler.h"
+#include "base/config.h"
+#include "sched/scheduler.h"
 #include "suites.h"
 
 static struct kv_manager kv;

@@ -19,8 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer.h"
-#include "model_prompt.h"
+#include "model/tokenizer.h"
+#include "chat_prompt.h"
 
 /* the served model's tokenizer and chat format; NULL: canonical bytes */
 static const struct model_prompt *served_model;

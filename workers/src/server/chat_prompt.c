@@ -1,4 +1,4 @@
-#include "model_prompt.h"
+#include "chat_prompt.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,4 +1,4 @@
-#include "model_text.h"
+#include "token_text.h"
 
 #include <stdlib.h>
 

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
-#include "model_text.h"
+#include "base/clock.h"
+#include "token_text.h"
 #include "pd/pd_decode.h"
 #include "pd/pd_prefill.h"
 #include "stop_strings.h"
@@ -465,6 +465,33 @@ static void *engine_main(void *arg)
 
 /* ------------------------------------------------------------------------ */
 
+/* the engine as pd/ sees it (pd/pd_engine.h) */
+static void port_submit(void *e, struct worker_request *r) { engine_submit(e, r); }
+static void port_cancel(void *e, struct worker_request *r) { engine_cancel(e, r); }
+static void port_landed(void *e, struct worker_request *r) { engine_pd_landed(e, r); }
+static void port_release(void *e, struct worker_request *r) { engine_pd_release(e, r); }
+
+static bool port_remote_prefilled(void *arg, struct prefix_claim *c)
+{
+    struct engine *e = arg;
+
+    if (e->remote_prefilled == NULL)
+        return false;
+    e->remote_prefilled(e->remote_prefilled_arg, c);
+    return true;
+}
+
+static void pd_port_init(struct engine *e)
+{
+    e->pd_port = (struct pd_engine) {
+        .ctx = e, .kv = &e->kv, .metrics = e->metrics,
+        .max_model_len = e->max_model_len,
+        .submit = port_submit, .cancel = port_cancel,
+        .landed = port_landed, .release = port_release,
+        .remote_prefilled = port_remote_prefilled,
+    };
+}
+
 int engine_init(struct engine *e, const struct worker_config *cfg,
     struct worker_metrics *metrics, char *err, int err_len)
 {
@@ -529,6 +556,7 @@ int engine_init(struct engine *e, const struct worker_config *cfg,
     pthread_mutex_init(&e->out_lock, NULL);
     metrics_init(metrics, (uint64_t) cfg->kv_blocks, cfg->block_tokens);
     engine_stats_init(&e->stats);
+    pd_port_init(e);
     return 0;
 }
 

@@ -7,8 +7,8 @@
 
 #include "backends/cpu.h"
 #include "backends/cpu_sample.h"
-#include "kv_blocks.h"
-#include "request.h"
+#include "sched/kv_blocks.h"
+#include "sched/request.h"
 
 static const char usage[] =
 "usage: llmd-worker logits --model FILE.gguf --ids 1,2,3 [--steps N]\n"

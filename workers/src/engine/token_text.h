@@ -11,8 +11,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "request.h"
-#include "tokenizer_vocab.h"
+#include "sched/request.h"
+#include "model/tokenizer_vocab.h"
 
 /* The bytes of the token just appended to r (r->tokens[r->n_tokens - 1]);
  * `byte` is storage for the byte-level case. */

@@ -17,7 +17,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "gguf.h"
+#include "model/gguf.h"
 
 struct model_gen_params {
     char            arch[16];       /* llama | qwen2 (q/k/v biases) */

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "request.h"
+#include "sched/request.h"
 
 enum api_kind { API_COMPLETIONS, API_CHAT };
 

@@ -24,11 +24,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "llmd_prefix.h"
 #include "llmd_wire.h"
-#include "prefix_map.h"
-#include "redis_url.h"
+#include "sched/prefix_map.h"
+#include "base/redis_url.h"
 
 #define BACKOFF_MIN_MS      100
 #define BACKOFF_MAX_MS      5000

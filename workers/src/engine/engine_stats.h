@@ -14,7 +14,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
-#include "scheduler.h"
+#include "sched/scheduler.h"
 
 /* Weighted least squares of y = base + slope * x in which every new sample
  * scales the weight of the older ones by `keep`: O(1) memory, and the fit

@@ -36,11 +36,10 @@
 #include <unistd.h>
 #include <xxhash.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "openai_api.h"
-#include "backends/sim.h"
 #include "pd/pd_decode.h"
-#include "publisher.h"
+#include "fleet/publisher.h"
 
 struct stream {
     struct http_server         *srv;
@@ -630,24 +629,12 @@ static void handle_metrics(struct http_server *srv, struct evhttp_request *req)
         evhttp_send_error(req, 500, "Internal Server Error");
         return;
     }
-    if (srv->cfg.sim_check_kv) {
-        uint64_t checked, bad;
-        char extra[512];
-        char *t;
-        int n;
+    {
+        /* the backend's own samples, through the backend interface */
+        char extra[1024];
+        int n = backend_metrics_text(&srv->engine->backend, extra, sizeof(extra));
+        char *t = n > 0 ? realloc(text, len + (size_t) n + 1) : NULL;
 
-        sim_kv_check_counts(&checked, &bad);
-        n = snprintf(extra, sizeof(extra),
-                     "# HELP llmd:sim_kv_checked_tokens_total Token positions "
-                     "whose KV rows --sim-check-kv verified.\n"
-                     "# TYPE llmd:sim_kv_checked_tokens_total counter\n"
-                     "llmd:sim_kv_checked_tokens_total %llu\n"
-                     "# HELP llmd:sim_kv_mismatched_tokens_total Of which "
-                     "held other bytes.\n"
-                     "# TYPE llmd:sim_kv_mismatched_tokens_total counter\n"
-                     "llmd:sim_kv_mismatched_tokens_total %llu\n",
-                     (unsigned long long) checked, (unsigned long long) bad);
-        t = realloc(text, len + (size_t) n + 1);
         if (t) {
             memcpy(t + len, extra, (size_t) n + 1);
             text = t;

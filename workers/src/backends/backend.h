@@ -14,8 +14,8 @@
 
 #include <stdint.h>
 
-#include "kv_blocks.h"
-#include "scheduler.h"
+#include "sched/kv_blocks.h"
+#include "sched/scheduler.h"
 
 struct worker_config;
 
@@ -43,6 +43,9 @@ struct backend_ops {
     int  (*forward)(struct backend *b, const struct batch *batch,
                     int32_t *next_tokens);
     void (*free)(struct backend *b);
+    /* Optional: the backend's own Prometheus samples for /metrics, written
+     * to buf (at most cap bytes, NUL included); returns their length. */
+    int  (*metrics_text)(const struct backend *b, char *buf, size_t cap);
 };
 
 struct vocab;
@@ -59,6 +62,12 @@ struct backend {
     void                      (*layer_done)(void *arg, int layer);
     void                       *layer_arg;
 };
+
+static inline int backend_metrics_text(const struct backend *b, char *buf,
+    size_t cap)
+{
+    return b->ops && b->ops->metrics_text ? b->ops->metrics_text(b, buf, cap) : 0;
+}
 
 static inline void backend_layer_done(const struct backend *b, int layer)
 {

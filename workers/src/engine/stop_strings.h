@@ -9,7 +9,7 @@
 
 #include <stdbool.h>
 
-#include "request.h"
+#include "sched/request.h"
 
 /* Appends n bytes to r->text.  Returns true when a stop string is now
  * complete; the text is then cut just before it. */

@@ -8,9 +8,9 @@
 #ifndef LLMD_HTTP_SERVER_H
 #define LLMD_HTTP_SERVER_H
 
-#include "config.h"
-#include "engine.h"
-#include "metrics.h"
+#include "base/config.h"
+#include "engine/engine.h"
+#include "base/metrics.h"
 
 struct http_server;
 

@@ -21,13 +21,14 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-#include "backend.h"
-#include "config.h"
+#include "backends/backend.h"
+#include "base/config.h"
 #include "engine_stats.h"
-#include "kv_blocks.h"
-#include "metrics.h"
-#include "request.h"
-#include "scheduler.h"
+#include "sched/kv_blocks.h"
+#include "base/metrics.h"
+#include "sched/request.h"
+#include "sched/scheduler.h"
+#include "pd/pd_engine.h"
 
 struct pd_server;
 struct pd_client;
@@ -88,6 +89,7 @@ struct engine {
     int32_t                    *next_tokens;
 
     /* disaggregated prefill/decode (src/pd/) */
+    struct pd_engine            pd_port;    /* what pd/ may call */
     struct pd_server           *pd_server;  /* prefill side, or NULL */
     struct pd_client           *pd_client;  /* decode side, or NULL */
     struct worker_request      *pd_landed;  /* transfers ended (in_lock) */

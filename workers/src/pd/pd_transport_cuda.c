@@ -29,8 +29,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "../clock.h"
-#include "../pd/pd_transport.h"
+#include "base/clock.h"
+#include "pd_transport.h"
 
 enum link_kind { LINK_IPC, LINK_NCCL };
 

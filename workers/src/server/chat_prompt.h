@@ -10,9 +10,9 @@
 #include <jansson.h>
 #include <stdint.h>
 
-#include "chat_template.h"
+#include "model/chat_template.h"
 #include "openai_api.h"
-#include "tokenizer_vocab.h"
+#include "model/tokenizer_vocab.h"
 
 struct model_prompt {
     const struct vocab *vocab;

@@ -8,8 +8,8 @@
 #include <time.h>
 
 #include "backends/cpu.h"
-#include "kv_blocks.h"
-#include "request.h"
+#include "sched/kv_blocks.h"
+#include "sched/request.h"
 #ifdef LLMD_HAVE_CUDA
 #include "backends/cuda.h"
 #endif

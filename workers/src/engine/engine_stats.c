@@ -3,7 +3,7 @@
  */
 
 #include "engine_stats.h"
-#include "clock.h"
+#include "base/clock.h"
 
 #include <string.h>
 

@@ -21,10 +21,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
-#include "engine.h"
-#include "metrics.h"
-#include "prefix_claim.h"
+#include "base/config.h"
+#include "engine/engine.h"
+#include "base/metrics.h"
+#include "sched/prefix_claim.h"
 
 struct publisher;
 
