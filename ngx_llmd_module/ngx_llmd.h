@@ -37,6 +37,20 @@ typedef enum {
     NGX_LLMD_POLICY_DYNAMO      /* Dynamo: prefill_blocks + decode_blocks */
 } ngx_llmd_policy_e;
 
+/* why the balancer picked its peer ($llmd_pick_reason, X-LLMD-Pick) */
+typedef enum {
+    NGX_LLMD_PICK_NONE = 0,     /* no pick yet */
+    NGX_LLMD_PICK_AFFINITY,     /* the longest cached prefix */
+    NGX_LLMD_PICK_HOME,         /* where the prefix was placed before */
+    NGX_LLMD_PICK_BALANCE,      /* load overrode affinity */
+    NGX_LLMD_PICK_LOAD,         /* nothing cached anywhere: least work */
+    NGX_LLMD_PICK_PREDICTED,    /* lowest predicted TTFT within the SLO */
+    NGX_LLMD_PICK_SLO_MISS,     /* lowest predicted TTFT, none within it */
+    NGX_LLMD_PICK_LLM_D,        /* llmd_policy llm-d */
+    NGX_LLMD_PICK_DYNAMO,       /* llmd_policy dynamo */
+    NGX_LLMD_PICK_NREASONS
+} ngx_llmd_pick_reason_e;
+
 /* outcomes of the prefill/decode decision (llmd_pd) */
 typedef enum {
     NGX_LLMD_PD_REMOTE = 0,     /* a prefill worker prefills, over threshold */
@@ -263,7 +277,7 @@ typedef struct {
     ngx_http_upstream_rr_peer_t   *peer;    /* NULL: a discovered peer */
     ngx_int_t                      slot;
     ngx_uint_t                     match;
-    const char                    *reason;
+    ngx_llmd_pick_reason_e         reason;
     double                         ttft;
     double                         correction;
     uint64_t                       uncached;
@@ -283,7 +297,7 @@ typedef struct {
     /* what the balancer decided, for variables and debug headers */
     ngx_str_t           peer;
     ngx_uint_t          matched;
-    const char         *reason;
+    ngx_llmd_pick_reason_e  reason;
     ngx_uint_t          tries;
     double              predicted_ttft_ms;
     double              observed_ttft_ms;
@@ -340,8 +354,8 @@ ngx_int_t ngx_llmd_pd_init_upstream(ngx_conf_t *cf,
     ngx_llmd_srv_conf_t *conf);
 ngx_int_t ngx_llmd_pd_decide(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx);
 void ngx_llmd_pd_release(ngx_llmd_ctx_t *ctx);
-uint64_t ngx_llmd_random64(void);
 extern const char *ngx_llmd_pd_reasons[NGX_LLMD_PD_NREASONS];
+extern const char *ngx_llmd_pick_reasons[NGX_LLMD_PICK_NREASONS];
 
 /* ngx_llmd_zone.c */
 ngx_int_t ngx_llmd_init_zone(ngx_shm_zone_t *shm_zone, void *data);

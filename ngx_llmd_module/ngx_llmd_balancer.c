@@ -80,10 +80,6 @@ ngx_llmd_init_upstream(ngx_conf_t *cf, ngx_http_upstream_srv_conf_t *us)
 
     conf->upstream = us;
 
-    if (ngx_llmd_pd_init_upstream(cf, conf) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
     lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_llmd_module);
     up = ngx_array_push(&lmcf->upstreams);
     if (up == NULL) {
@@ -664,23 +660,25 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
         (void) ngx_atomic_fetch_add(&sp->prefix_hit_blocks, cd->match);
         (void) ngx_atomic_fetch_add(&sp->prefix_blocks, nkeys);
 
-        switch (ctx->reason[0]) {
-        case 'a':
+        switch (ctx->reason) {
+        case NGX_LLMD_PICK_AFFINITY:
             (void) ngx_atomic_fetch_add(&sp->affinity_picks, 1);
             break;
-        case 'b':
+        case NGX_LLMD_PICK_BALANCE:
             (void) ngx_atomic_fetch_add(&sp->balance_picks, 1);
             break;
-        case 'h':
+        case NGX_LLMD_PICK_HOME:
             (void) ngx_atomic_fetch_add(&sp->home_picks, 1);
             break;
-        case 'p':
-        case 's':
+        case NGX_LLMD_PICK_PREDICTED:
+        case NGX_LLMD_PICK_SLO_MISS:
             (void) ngx_atomic_fetch_add(&sp->predicted_picks, 1);
             sp->predicted_ttft_ms = cd->ttft;
             /* until its next heartbeat, the worker is busier than it said */
             lp->pending = ctx->pd_remote ? 0 : cd->uncached;
             sp->pending_tokens += lp->pending;
+            break;
+        default:
             break;
         }
 
@@ -703,7 +701,8 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, pc->log, 0,
                    "llmd picked %V (%s), matched %ui of %ui blocks",
-                   pc->name, ctx->reason, cd->match, nkeys);
+                   pc->name, ngx_llmd_pick_reasons[ctx->reason], cd->match,
+                   nkeys);
 
     return NGX_OK;
 

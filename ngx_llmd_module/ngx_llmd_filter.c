@@ -63,9 +63,9 @@ ngx_llmd_debug_headers(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
         return NGX_ERROR;
     }
 
-    if (ctx->reason) {
-        v.data = (u_char *) ctx->reason;
-        v.len = ngx_strlen(ctx->reason);
+    if (ctx->reason != NGX_LLMD_PICK_NONE) {
+        v.data = (u_char *) ngx_llmd_pick_reasons[ctx->reason];
+        v.len = ngx_strlen(v.data);
 
         if (ngx_llmd_add_header(r, "X-LLMD-Pick", &v) != NGX_OK) {
             return NGX_ERROR;

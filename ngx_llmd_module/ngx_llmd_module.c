@@ -612,12 +612,12 @@ ngx_llmd_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         break;
 
     case NGX_LLMD_VAR_REASON:
-        if (ctx->reason == NULL) {
+        if (ctx->reason == NGX_LLMD_PICK_NONE) {
             v->not_found = 1;
             return NGX_OK;
         }
-        v->data = (u_char *) ctx->reason;
-        v->len = ngx_strlen(ctx->reason);
+        v->data = (u_char *) ngx_llmd_pick_reasons[ctx->reason];
+        v->len = ngx_strlen(v->data);
         break;
 
     case NGX_LLMD_VAR_PREDICTED_TTFT:
@@ -731,8 +731,21 @@ ngx_llmd_add_variables(ngx_conf_t *cf)
 static ngx_int_t
 ngx_llmd_postconfiguration(ngx_conf_t *cf)
 {
+    ngx_uint_t                  i;
     ngx_http_handler_pt        *h;
+    ngx_llmd_srv_conf_t       **ups;
+    ngx_llmd_main_conf_t       *lmcf;
     ngx_http_core_main_conf_t  *cmcf;
+
+    /* llmd_pd's defaults and checks need the whole upstream block */
+    lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_llmd_module);
+    ups = lmcf->upstreams.elts;
+
+    for (i = 0; i < lmcf->upstreams.nelts; i++) {
+        if (ngx_llmd_pd_init_upstream(cf, ups[i]) != NGX_OK) {
+            return NGX_ERROR;
+        }
+    }
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
 

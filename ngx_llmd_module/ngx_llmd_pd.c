@@ -30,7 +30,6 @@
 
 #include "ngx_llmd.h"
 
-#include <sys/random.h>
 
 
 const char  *ngx_llmd_pd_reasons[NGX_LLMD_PD_NREASONS] = {
@@ -127,23 +126,6 @@ ngx_llmd_pd_init_upstream(ngx_conf_t *cf, ngx_llmd_srv_conf_t *conf)
     ngx_conf_init_uint_value(conf->pd_max_queue, 4 * conf->pd_threshold);
 
     return NGX_OK;
-}
-
-
-/* 64 random bits; only when the kernel has none, a mix of what varies. */
-uint64_t
-ngx_llmd_random64(void)
-{
-    uint64_t  v;
-
-    if (getrandom(&v, sizeof(v), GRND_NONBLOCK) == (ssize_t) sizeof(v)) {
-        return v;
-    }
-
-    return ((uint64_t) ngx_random() << 33)
-           ^ ((uint64_t) ngx_random() << 2)
-           ^ ((uint64_t) ngx_pid << 40)
-           ^ (uint64_t) ngx_time() ^ (uint64_t) (uintptr_t) &v;
 }
 
 

@@ -7,6 +7,13 @@
 #include "ngx_llmd_balancer.h"
 
 
+/* the names of ngx_llmd_pick_reason_e, as variables and headers show them */
+const char  *ngx_llmd_pick_reasons[NGX_LLMD_PICK_NREASONS] = {
+    "", "affinity", "home", "balance", "load", "predicted", "slo-miss",
+    "llm-d", "dynamo"
+};
+
+
 /* Live server lines of the current list, as the stock balancers see them. */
 ngx_uint_t
 ngx_llmd_static_candidates(ngx_llmd_peer_data_t *lp,
@@ -241,7 +248,8 @@ ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
             *best = near;
         }
 
-        lp->ctx->reason = pass == 0 ? "predicted" : "slo-miss";
+        lp->ctx->reason = pass == 0 ? NGX_LLMD_PICK_PREDICTED
+                                    : NGX_LLMD_PICK_SLO_MISS;
         return NGX_OK;
     }
 
@@ -337,9 +345,10 @@ ngx_llmd_pick_scored(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
         }
     }
 
-    lp->ctx->reason = (best != any) ? "balance"
-                      : lp->cand[best].match ? "affinity"
-                      : lp->cand[best].home ? "home" : "load";
+    lp->ctx->reason = (best != any) ? NGX_LLMD_PICK_BALANCE
+                      : lp->cand[best].match ? NGX_LLMD_PICK_AFFINITY
+                      : lp->cand[best].home ? NGX_LLMD_PICK_HOME
+                      : NGX_LLMD_PICK_LOAD;
     return best;
 }
 
@@ -434,7 +443,7 @@ ngx_llmd_pick_llm_d(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
         }
     }
 
-    lp->ctx->reason = "llm-d";
+    lp->ctx->reason = NGX_LLMD_PICK_LLM_D;
     return best;
 }
 
@@ -479,6 +488,6 @@ ngx_llmd_pick_dynamo(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
         }
     }
 
-    lp->ctx->reason = "dynamo";
+    lp->ctx->reason = NGX_LLMD_PICK_DYNAMO;
     return best;
 }

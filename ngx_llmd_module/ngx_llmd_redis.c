@@ -583,14 +583,6 @@ ngx_llmd_redis_tick(ngx_event_t *ev)
 }
 
 
-ngx_uint_t
-ngx_llmd_redis_fresh(ngx_llmd_srv_conf_t *conf)
-{
-    return conf->redis && conf->sh->redis_ok
-           && ngx_current_msec - conf->sh->redis_ok <= conf->redis->stale;
-}
-
-
 ngx_int_t
 ngx_llmd_redis_init_process(ngx_cycle_t *cycle)
 {

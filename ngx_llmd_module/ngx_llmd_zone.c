@@ -11,8 +11,37 @@
 
 #include "ngx_llmd.h"
 
+#include <sys/random.h>
+
 
 static uint32_t ngx_llmd_lookup(ngx_llmd_shctx_t *sh, uint64_t key);
+
+
+/* 64 random bits; only when the kernel has none, a mix of what varies. */
+static uint64_t
+ngx_llmd_random64(void)
+{
+    uint64_t  v;
+
+    if (getrandom(&v, sizeof(v), GRND_NONBLOCK) == (ssize_t) sizeof(v)) {
+        return v;
+    }
+
+    return ((uint64_t) ngx_random() << 33)
+           ^ ((uint64_t) ngx_random() << 2)
+           ^ ((uint64_t) ngx_pid << 40)
+           ^ (uint64_t) ngx_time() ^ (uint64_t) (uintptr_t) &v;
+}
+
+
+/* Fleet state from Redis is fresh: the mirror read it within llmd_redis
+ * stale=; pick, P/D and prediction use it only then. */
+ngx_uint_t
+ngx_llmd_redis_fresh(ngx_llmd_srv_conf_t *conf)
+{
+    return conf->redis && conf->sh->redis_ok
+           && ngx_current_msec - conf->sh->redis_ok <= conf->redis->stale;
+}
 
 
 ngx_int_t

@@ -24,11 +24,6 @@ static const struct generator *find(const char *name)
     return NULL;
 }
 
-int workload_known(const char *name)
-{
-    return find(name) != NULL;
-}
-
 const char *workload_names(void)
 {
     return "shared-prefix, mixed, multi-turn, hot-spot, bursty, uniform";

@@ -68,7 +68,6 @@ void workload_params_init(struct workload_params *p);
 /* Fills defaults and checks the combination; on error writes a one-line
  * message to err and returns -1. */
 int  workload_params_finish(struct workload_params *p, char *err, size_t errlen);
-int  workload_known(const char *name);
 const char *workload_names(void);
 
 int  workload_generate(const struct workload_params *p, struct workload *wl);

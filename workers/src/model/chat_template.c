@@ -42,11 +42,6 @@ enum chat_family chat_family_by_name(const char *name)
     return CHAT_UNKNOWN;
 }
 
-const char *chat_family_name(enum chat_family f)
-{
-    return (unsigned) f <= CHAT_PLAIN ? family_names[f] : "unknown";
-}
-
 /* ------------------------------------------------------------------------ */
 
 struct out {

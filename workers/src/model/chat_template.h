@@ -30,7 +30,6 @@ struct chat_message {
 enum chat_family chat_template_detect(const char *tmpl, size_t len);
 /* "llama3", "chatml", ... -> family; CHAT_UNKNOWN for anything else. */
 enum chat_family chat_family_by_name(const char *name);
-const char *chat_family_name(enum chat_family f);
 
 /* The prompt for messages, ending with the opening of the assistant's
  * turn; malloc'd (*len bytes, NUL-terminated), NULL when out of memory. */

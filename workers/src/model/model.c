@@ -230,11 +230,6 @@ static uint64_t weight_params(const struct weight *w)
     return (uint64_t) w->rows * (uint64_t) w->cols;
 }
 
-static uint64_t weight_bytes(const struct weight *w)
-{
-    return ggml_row_bytes(w->type, w->cols) * (uint64_t) w->rows;
-}
-
 uint64_t model_param_count(const struct model *m)
 {
     uint64_t n = weight_params(&m->token_embd);
@@ -246,21 +241,6 @@ uint64_t model_param_count(const struct model *m)
         n += weight_params(&w->wq) + weight_params(&w->wk) + weight_params(&w->wv)
              + weight_params(&w->wo) + weight_params(&w->w_gate)
              + weight_params(&w->w_up) + weight_params(&w->w_down);
-    }
-    return n;
-}
-
-uint64_t model_weight_bytes_per_token(const struct model *m)
-{
-    /* every layer matrix and the head are read once; the embedding only
-     * for one row */
-    uint64_t n = weight_bytes(&m->output);
-
-    for (int l = 0; l < m->cfg.n_layers; l++) {
-        const struct layer_weights *w = &m->layers[l];
-        n += weight_bytes(&w->wq) + weight_bytes(&w->wk) + weight_bytes(&w->wv)
-             + weight_bytes(&w->wo) + weight_bytes(&w->w_gate)
-             + weight_bytes(&w->w_up) + weight_bytes(&w->w_down);
     }
     return n;
 }

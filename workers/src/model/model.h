@@ -65,8 +65,7 @@ struct model {
 int model_load(struct model *m, const struct gguf_file *f, char *err, int err_len);
 void model_free(struct model *m);
 
-/* Parameters in the matrices, and bytes of weights read per decoded token. */
+/* Parameters in the matrices. */
 uint64_t model_param_count(const struct model *m);
-uint64_t model_weight_bytes_per_token(const struct model *m);
 
 #endif
