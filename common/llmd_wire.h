@@ -22,6 +22,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* the Redis key layout above, for every reader and writer */
+#define LLMD_KEY_PREFIX_DEFAULT "llmd:"
+#define LLMD_KEY_POOL_DEFAULT   "default"
+#define LLMD_KEY_HB             ":hb"
+#define LLMD_KEY_EVENTS         ":events"
+#define LLMD_KEY_SNAP           ":snap:"
+#define LLMD_KEY_GW             ":gw"
+#define LLMD_KEY_PLACEMENTS     ":placements"
+
 #define LLMD_WIRE_VERSION       1
 #define LLMD_WIRE_MAX_RECORD    (256 * 1024)    /* bytes in one record */
 #define LLMD_WIRE_MAX_KEYS      8192            /* keys in one cache event */

@@ -380,6 +380,8 @@ void ngx_llmd_redis_exit_process(ngx_cycle_t *cycle);
 ngx_uint_t ngx_llmd_redis_fresh(ngx_llmd_srv_conf_t *conf);
 
 /* ngx_llmd_predict.c */
+uint64_t ngx_llmd_uncached_tokens(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
+    uint64_t prompt_bytes, ngx_uint_t matched_blocks);
 ngx_uint_t ngx_llmd_predict_ready(ngx_llmd_srv_conf_t *conf, ngx_int_t slot);
 void ngx_llmd_predict(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
     uint64_t prompt_bytes, ngx_uint_t matched_blocks, double *ttft,

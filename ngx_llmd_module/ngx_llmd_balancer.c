@@ -650,7 +650,7 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
         /* with a prefill worker doing the prompt, the decode worker
          * only receives its KV */
         lp->uncached = ctx->pd_remote ? 0
-                                      : ngx_llmd_uncached_tokens(lp, cd->match);
+                                      : ngx_llmd_cand_uncached(lp, cd);
         lp->work = lp->uncached + lp->output;
         (void) ngx_atomic_fetch_add(&sp->inflight_uncached, lp->uncached);
         (void) ngx_atomic_fetch_add(&sp->inflight_work, lp->work);

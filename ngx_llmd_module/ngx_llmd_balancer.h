@@ -63,6 +63,16 @@ ngx_uint_t ngx_llmd_pick_llm_d(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
     ngx_uint_t start, ngx_uint_t nkeys);
 ngx_uint_t ngx_llmd_pick_dynamo(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
     ngx_uint_t start);
-uint64_t ngx_llmd_uncached_tokens(ngx_llmd_peer_data_t *lp, ngx_uint_t match);
+
+/* this request's prompt tokens that candidate cd does not hold */
+static ngx_inline uint64_t
+ngx_llmd_cand_uncached(ngx_llmd_peer_data_t *lp, ngx_llmd_cand_t *cd)
+{
+    return lp->ctx->inspected
+           ? ngx_llmd_uncached_tokens(lp->conf, cd->slot,
+                                      lp->ctx->req.prefix.total_bytes,
+                                      cd->match)
+           : 0;
+}
 
 #endif /* NGX_LLMD_BALANCER_H */

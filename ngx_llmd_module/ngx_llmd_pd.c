@@ -143,27 +143,6 @@ ngx_llmd_mix64(uint64_t x)
 }
 
 
-/* The prompt tokens a peer does not hold, in its tokenizer's tokens. */
-static uint64_t
-ngx_llmd_pd_uncached(ngx_llmd_srv_conf_t *conf, ngx_llmd_ctx_t *ctx,
-    ngx_int_t slot, ngx_uint_t match)
-{
-    double    bpt;
-    uint64_t  prompt, cached;
-
-    bpt = slot >= 0 ? conf->sh->peers[slot].bytes_per_token : 0.0;
-
-    if (bpt < 0.1) {
-        bpt = (double) NGX_LLMD_BYTES_PER_TOKEN;
-    }
-
-    prompt = (uint64_t) ((double) ctx->req.prefix.total_bytes / bpt);
-    cached = (uint64_t) ((double) match * conf->block_size / bpt);
-
-    return prompt > cached ? prompt - cached : 0;
-}
-
-
 static ngx_uint_t
 ngx_llmd_pd_eligible(ngx_llmd_peer_t *p)
 {
@@ -241,8 +220,9 @@ ngx_llmd_pd_decide(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
         goto done;      /* no decode peer: the request fails anyway */
     }
 
-    uncached = ngx_llmd_pd_uncached(conf, ctx, ctx->preview.slot,
-                                    ctx->preview.match);
+    uncached = ngx_llmd_uncached_tokens(conf, ctx->preview.slot,
+                                        ctx->req.prefix.total_bytes,
+                                        ctx->preview.match);
 
     if (uncached <= conf->pd_threshold) {
         ngx_llmd_pd_local(conf, ctx, NGX_LLMD_PD_UNDER);
@@ -346,7 +326,9 @@ ngx_llmd_pd_decide(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
     ctx->pd_remote = 1;
     ctx->pd_conf = conf;
     ctx->pd_slot = slots[best];
-    ctx->pd_tokens = ngx_llmd_pd_uncached(conf, ctx, slots[best], match[best]);
+    ctx->pd_tokens = ngx_llmd_uncached_tokens(conf, slots[best],
+                                              ctx->req.prefix.total_bytes,
+                                              match[best]);
 
     (void) ngx_atomic_fetch_add(&pr->pd_inflight_tokens, ctx->pd_tokens);
     (void) ngx_atomic_fetch_add(&pr->pd_assigned, 1);

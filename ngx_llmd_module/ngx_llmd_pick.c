@@ -365,22 +365,6 @@ ngx_llmd_pick_scored(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
 #define NGX_LLMD_DYNAMO_BLOCK_TOKENS  16.0
 
 
-uint64_t
-ngx_llmd_uncached_tokens(ngx_llmd_peer_data_t *lp, ngx_uint_t match)
-{
-    uint64_t  prompt, cached;
-
-    if (!lp->ctx->inspected) {
-        return 0;
-    }
-
-    prompt = lp->ctx->req.prefix.total_bytes / NGX_LLMD_BYTES_PER_TOKEN;
-    cached = (uint64_t) match * lp->conf->block_size / NGX_LLMD_BYTES_PER_TOKEN;
-
-    return prompt > cached ? prompt - cached : 0;
-}
-
-
 /* llm-d's optimized baseline: keep endpoints whose prefix score is at least
  * 0.8 (all if none), unless the best sticky one's estimated TTFT exceeds the
  * best other's by 18 s; then the highest token-load score wins:
@@ -434,7 +418,7 @@ ngx_llmd_pick_llm_d(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
 
         sp = cd->slot >= 0 ? &sh->peers[cd->slot] : NULL;
         score = 1.0 - ngx_min(1.0, ((sp ? (double) sp->inflight_uncached : 0)
-                                    + ngx_llmd_uncached_tokens(lp, cd->match))
+                                    + ngx_llmd_cand_uncached(lp, cd))
                                    / NGX_LLMD_LLM_D_QUEUE_TOKENS);
 
         if (score > best_score) {
@@ -474,7 +458,7 @@ ngx_llmd_pick_dynamo(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
         cd = &lp->cand[c];
         sp = cd->slot >= 0 ? &sh->peers[cd->slot] : NULL;
 
-        uncached = (double) ngx_llmd_uncached_tokens(lp, cd->match);
+        uncached = (double) ngx_llmd_cand_uncached(lp, cd);
         queued = sp ? (double) (sp->queued_prefill_tokens + sp->pending_tokens)
                     : 0.0;
         active = sp ? (double) (sp->inflight_work + sp->remote_work) : 0.0;

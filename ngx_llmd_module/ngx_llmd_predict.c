@@ -109,25 +109,47 @@ ngx_llmd_predict_correction(ngx_llmd_srv_conf_t *conf, ngx_int_t slot)
 }
 
 
+/*
+ * The prompt tokens a peer does not hold yet: the prompt less its matched
+ * blocks, in the peer's own tokens (its heartbeat's bytes per token: its
+ * queue and prefill rate are counted in those), or NGX_LLMD_BYTES_PER_TOKEN
+ * where it has not said (slot < 0, or no heartbeat yet).  Pick, P/D and the
+ * prediction all count uncached work with this.
+ */
+uint64_t
+ngx_llmd_uncached_tokens(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
+    uint64_t prompt_bytes, ngx_uint_t matched_blocks)
+{
+    double    bpt;
+    uint64_t  prompt, cached;
+
+    bpt = slot >= 0 ? conf->sh->peers[slot].bytes_per_token : 0.0;
+
+    if (bpt < 0.1) {
+        bpt = (double) NGX_LLMD_BYTES_PER_TOKEN;
+    }
+
+    prompt = (uint64_t) ((double) prompt_bytes / bpt);
+    cached = (uint64_t) ((double) matched_blocks * conf->block_size / bpt);
+
+    return prompt > cached ? prompt - cached : 0;
+}
+
+
 void
 ngx_llmd_predict(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
     uint64_t prompt_bytes, ngx_uint_t matched_blocks, double *ttft,
     double *itl, uint64_t *uncached, double *correction)
 {
-    double            t, r, batch, seqs, over, step, wait, bpt;
-    uint64_t          prompt, cached, u;
+    double            t, r, batch, seqs, over, step, wait;
+    uint64_t          u;
     ngx_llmd_peer_t  *p;
 
     p = &conf->sh->peers[slot];
 
-    /* tokens as the worker's own tokenizer counts them: its queue and
-     * prefill rate are in those */
-    bpt = p->bytes_per_token >= 0.1 ? p->bytes_per_token
-                                    : (double) NGX_LLMD_BYTES_PER_TOKEN;
-
-    prompt = (uint64_t) ((double) prompt_bytes / bpt);
-    cached = (uint64_t) ((double) matched_blocks * conf->block_size / bpt);
-    u = prompt > cached ? prompt - cached : 1;
+    /* at least the token that is computed even on a full hit */
+    u = ngx_llmd_uncached_tokens(conf, slot, prompt_bytes, matched_blocks);
+    u = u ? u : 1;
 
     /* the sequences it would join: what the worker reported, or what we
      * know we (and the other gateways) sent it since, whichever is larger */

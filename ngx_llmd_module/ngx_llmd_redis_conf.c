@@ -109,8 +109,8 @@ ngx_llmd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
-    ngx_str_set(&rc->prefix, "llmd:");
-    ngx_str_set(&rc->pool, "default");
+    ngx_str_set(&rc->prefix, LLMD_KEY_PREFIX_DEFAULT);
+    ngx_str_set(&rc->pool, LLMD_KEY_POOL_DEFAULT);
     rc->interval = 100;
     rc->stale = 5000;
 
@@ -192,10 +192,10 @@ ngx_llmd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         rc->stale = 2 * rc->interval;
     }
 
-    rc->hb_key = ngx_llmd_redis_key(cf, rc, ":hb");
-    rc->events_key = ngx_llmd_redis_key(cf, rc, ":events");
-    rc->gw_key = ngx_llmd_redis_key(cf, rc, ":gw");
-    rc->placements_key = ngx_llmd_redis_key(cf, rc, ":placements");
+    rc->hb_key = ngx_llmd_redis_key(cf, rc, LLMD_KEY_HB);
+    rc->events_key = ngx_llmd_redis_key(cf, rc, LLMD_KEY_EVENTS);
+    rc->gw_key = ngx_llmd_redis_key(cf, rc, LLMD_KEY_GW);
+    rc->placements_key = ngx_llmd_redis_key(cf, rc, LLMD_KEY_PLACEMENTS);
     rc->snap_prefix = ngx_llmd_redis_key(cf, rc, ":snap:");
 
     if (rc->hb_key == NULL || rc->events_key == NULL || rc->gw_key == NULL

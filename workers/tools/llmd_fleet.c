@@ -270,7 +270,7 @@ static int cmd_keys(long block)
 
 int main(int argc, char **argv)
 {
-    const char *url = NULL, *prefix = "llmd:", *pool = "default";
+    const char *url = NULL, *prefix = LLMD_KEY_PREFIX_DEFAULT, *pool = LLMD_KEY_POOL_DEFAULT;
     long block = LLMD_PREFIX_BLOCK_DEFAULT;
     char key[512];
     redisContext *c;
@@ -301,13 +301,13 @@ int main(int argc, char **argv)
         goto bad;
     c = connect_url(url);
     if (strcmp(argv[i], "workers") == 0 && i + 1 == argc) {
-        snprintf(key, sizeof(key), "%s%s:hb", prefix, pool);
+        snprintf(key, sizeof(key), "%s%s" LLMD_KEY_HB, prefix, pool);
         rc = cmd_workers(c, key);
     } else if (strcmp(argv[i], "events") == 0 && i + 2 >= argc) {
-        snprintf(key, sizeof(key), "%s%s:events", prefix, pool);
+        snprintf(key, sizeof(key), "%s%s" LLMD_KEY_EVENTS, prefix, pool);
         rc = cmd_events(c, key, i + 1 < argc ? strtol(argv[i + 1], NULL, 10) : 100);
     } else if (strcmp(argv[i], "snapshot") == 0 && i + 2 == argc) {
-        snprintf(key, sizeof(key), "%s%s:snap:%s", prefix, pool, argv[i + 1]);
+        snprintf(key, sizeof(key), "%s%s" LLMD_KEY_SNAP "%s", prefix, pool, argv[i + 1]);
         rc = cmd_snapshot(c, key);
     } else {
         redisFree(c);

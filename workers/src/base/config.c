@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include "llmd_prefix.h"
+#include "llmd_wire.h"
 #include "redis_url.h"
 
 #include <errno.h>
@@ -67,8 +68,8 @@ void config_defaults(struct worker_config *cfg)
     strcpy(cfg->backend, "sim");
     strcpy(cfg->model_name, "llmd-sim");
     strcpy(cfg->role, "both");
-    strcpy(cfg->redis_prefix, "llmd:");
-    strcpy(cfg->pool, "default");
+    strcpy(cfg->redis_prefix, LLMD_KEY_PREFIX_DEFAULT);
+    strcpy(cfg->pool, LLMD_KEY_POOL_DEFAULT);
     cfg->heartbeat_ms = 100;
     cfg->prefix_block = LLMD_PREFIX_BLOCK_DEFAULT;
     cfg->kv_blocks = 2048;

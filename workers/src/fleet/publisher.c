@@ -657,13 +657,13 @@ struct publisher *publisher_new(struct event_base *base,
     p->block_tokens = cfg->block_tokens;
     p->interval_ms = cfg->heartbeat_ms;
     p->backoff_ms = BACKOFF_MIN_MS;
-    snprintf(p->hb_key, sizeof(p->hb_key), "%s%s:hb", cfg->redis_prefix, cfg->pool);
-    snprintf(p->events_key, sizeof(p->events_key), "%s%s:events",
+    snprintf(p->hb_key, sizeof(p->hb_key), "%s%s" LLMD_KEY_HB, cfg->redis_prefix, cfg->pool);
+    snprintf(p->events_key, sizeof(p->events_key), "%s%s" LLMD_KEY_EVENTS,
              cfg->redis_prefix, cfg->pool);
 
     hb = &p->hb;
     identity(cfg, port, hb);
-    snprintf(p->snap_key, sizeof(p->snap_key), "%s%s:snap:%s",
+    snprintf(p->snap_key, sizeof(p->snap_key), "%s%s" LLMD_KEY_SNAP "%s",
              cfg->redis_prefix, cfg->pool, hb->id);
     snprintf(hb->pool, sizeof(hb->pool), "%s", cfg->pool);
     snprintf(hb->model, sizeof(hb->model), "%s", cfg->model_name);
