@@ -1,38 +1,8 @@
 /*
  * The balancer: init_upstream, init_peer, get and free, on top of the
  * round-robin peer lists (so weight, max_fails, fail_timeout, max_conns,
- * backup and down behave as in the stock balancers).
- *
- * Candidates are the live server lines plus, with llmd_redis, the workers
- * discovered through their heartbeats.  Choice among them:
- *   0. with fresh fleet state for every candidate: among those predicted
- *      to meet llmd_slo, the prefix holder unless it is predicted slower
- *      than the fastest by more than llmd_stickiness, else the fastest
- *      ("predicted"; "slo-miss" when none is predicted to meet the SLO);
- *   1. if in-flight requests are imbalanced (max - min > abs threshold and
- *      max > rel threshold x min), the least loaded peer wins ("balance");
- *   2. otherwise the highest score wins:
- *          prefix_weight     x matched_blocks / request_blocks
- *        + prefix_weight / 2 x home_blocks / request_blocks
- *        - load_weight       x (in_flight_tokens / weight) / max over candidates
- *      matched blocks are those the peer holds.  Home blocks were sent to
- *      a worker that publishes cache events and evicted by it since: a
- *      prefix that nobody holds goes back to where it was, and one that is
- *      held elsewhere is still drawn there, by half.  When the fleet's
- *      cache overflows, each worker thus keeps its share of the prefixes
- *      instead of every prefix visiting every worker ("affinity" when the
- *      winner holds part of the prompt, "home" when it only had it, else
- *      "load");
- *   3. ties are broken by a cursor shared by all workers, so cold starts
- *      and identical scores spread evenly.
- *
- * With llmd_pd the choice is made earlier, once: nginx evaluates the
- * proxy_set_header values in u->create_request, before peer.init and get
- * (ngx_http_upstream_init_request), and the prefill/decode decision those
- * headers carry depends on the decode peer's prefix match.  So the first
- * evaluation of $llmd_prefill_peer or $llmd_transfer_id runs the same
- * choice here (ngx_llmd_preview), counting nothing, and the first get()
- * takes that peer while it is still a candidate; retries choose afresh.
+ * backup and down behave as in the stock balancers).  Which candidate a
+ * try takes is ngx_llmd_choose's (ngx_llmd_choose.c).
  */
 
 #include "ngx_llmd_balancer.h"
@@ -45,11 +15,14 @@ static void ngx_llmd_free_peer(ngx_peer_connection_t *pc, void *data,
     ngx_uint_t state);
 static ngx_int_t ngx_llmd_resolve_slots(ngx_llmd_srv_conf_t *conf,
     ngx_http_upstream_rr_peers_t *peers, ngx_uint_t backup);
-static ngx_int_t ngx_llmd_scratch(ngx_llmd_peer_data_t *lp,
-    ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf);
-static ngx_int_t ngx_llmd_choose(ngx_llmd_peer_data_t *lp,
-    ngx_http_upstream_rr_peers_t *peers, ngx_uint_t backup, time_t now,
-    ngx_uint_t *best);
+static void ngx_llmd_use_static(ngx_llmd_peer_data_t *lp,
+    ngx_peer_connection_t *pc, ngx_llmd_cand_t *cd, time_t now);
+static ngx_int_t ngx_llmd_use_discovered(ngx_llmd_peer_data_t *lp,
+    ngx_peer_connection_t *pc, ngx_llmd_cand_t *cd);
+static void ngx_llmd_count_pick(ngx_llmd_peer_data_t *lp, ngx_llmd_cand_t *cd,
+    ngx_uint_t nkeys);
+static ngx_int_t ngx_llmd_try_backup(ngx_peer_connection_t *pc,
+    ngx_llmd_peer_data_t *lp, ngx_http_upstream_rr_peers_t *peers);
 
 
 ngx_int_t
@@ -207,7 +180,7 @@ ngx_llmd_resolve_slots(ngx_llmd_srv_conf_t *conf,
 
 /* The candidate scratch arrays of one request, and the zone slots of the
  * server lines (resolved on first use in each worker). */
-static ngx_int_t
+ngx_int_t
 ngx_llmd_scratch(ngx_llmd_peer_data_t *lp, ngx_http_request_t *r,
     ngx_llmd_srv_conf_t *conf)
 {
@@ -341,219 +314,23 @@ ngx_llmd_init_peer(ngx_http_request_t *r, ngx_http_upstream_srv_conf_t *us)
 }
 
 
-/*
- * The decode peer this request will go to, chosen now (see the top): the
- * same candidates and policy as get(), over the primary list and then the
- * backup list, with nothing counted against the peer.  NGX_DECLINED when
- * there is no candidate.
- */
-ngx_int_t
-ngx_llmd_preview(ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf,
-    ngx_llmd_ctx_t *ctx)
-{
-    time_t                          now;
-    ngx_int_t                       rc;
-    ngx_uint_t                      backup, best, n;
-    ngx_llmd_cand_t                *cd;
-    ngx_llmd_peer_data_t           *lp;
-    ngx_http_upstream_rr_peers_t   *peers;
-
-    ctx->preview.valid = 0;
-
-    if (ctx->inspected && ctx->block_size != conf->block_size) {
-        ctx->req.prefix.nkeys = 0;
-    }
-
-    lp = ngx_pcalloc(r->pool, sizeof(ngx_llmd_peer_data_t));
-    if (lp == NULL) {
-        return NGX_ERROR;
-    }
-
-    if (ngx_llmd_scratch(lp, r, conf) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
-    lp->ctx = ctx;
-
-    now = ngx_time();
-    peers = lp->primary;
-
-    for (backup = 0; backup < 2 && peers; backup++, peers = peers->next) {
-
-        /* nothing tried yet */
-        n = (peers->number + (8 * sizeof(uintptr_t) - 1))
-            / (8 * sizeof(uintptr_t));
-
-        lp->rrp.peers = peers;
-        lp->rrp.tried = ngx_pcalloc(r->pool, ngx_max(n, 1) * sizeof(uintptr_t));
-        if (lp->rrp.tried == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_http_upstream_rr_peers_rlock(peers);
-
-        rc = ngx_llmd_choose(lp, peers, backup, now, &best);
-
-        if (rc == NGX_OK) {
-            cd = &lp->cand[best];
-
-            ctx->preview.peer = cd->peer;
-            ctx->preview.slot = cd->slot;
-            ctx->preview.match = cd->match;
-            ctx->preview.reason = ctx->reason;
-            ctx->preview.predicted = ctx->predicted;
-            ctx->preview.ttft = cd->ttft;
-            ctx->preview.correction = cd->correction;
-            ctx->preview.uncached = cd->uncached;
-            ctx->preview.valid = 1;
-        }
-
-        ngx_http_upstream_rr_peers_unlock(peers);
-
-        if (rc != NGX_DECLINED) {
-            return rc;
-        }
-    }
-
-    return NGX_DECLINED;
-}
-
-
-/*
- * Candidates of one peer list (locked by the caller) and the choice among
- * them: the previewed peer if it is still a candidate, else the policy's.
- * NGX_DECLINED: no candidate.
- */
-static ngx_int_t
-ngx_llmd_choose(ngx_llmd_peer_data_t *lp, ngx_http_upstream_rr_peers_t *peers,
-    ngx_uint_t backup, time_t now, ngx_uint_t *best)
-{
-    ngx_int_t             rc;
-    ngx_uint_t            c, ncand, start, nkeys;
-    ngx_llmd_ctx_t       *ctx;
-    ngx_llmd_cand_t      *cd;
-    ngx_llmd_srv_conf_t  *conf;
-
-    conf = lp->conf;
-    ctx = lp->ctx;
-
-    ncand = ngx_llmd_static_candidates(lp, peers, backup, now);
-
-    if (conf->redis && !backup) {
-        ncand = ngx_llmd_discovered_candidates(lp, ncand, now);
-    }
-
-    if (ncand == 0) {
-        return NGX_DECLINED;
-    }
-
-    /* prefix affinity: leading blocks each candidate holds */
-    nkeys = ctx->inspected ? ctx->req.prefix.nkeys : 0;
-
-    for (c = 0; c < ncand; c++) {
-        lp->slots[c] = lp->cand[c].slot;
-        lp->match[c] = 0;
-        lp->home[c] = 0;
-    }
-
-    if (nkeys && lp->hints == NULL) {
-        lp->hints = ngx_palloc(lp->request->pool, nkeys * sizeof(uint32_t));
-        if (lp->hints == NULL) {
-            return NGX_ERROR;
-        }
-    }
-
-    if (nkeys) {
-        ngx_memset(lp->hints, 0xff, nkeys * sizeof(uint32_t));
-    }
-
-    if (nkeys && ncand > 1) {
-        ngx_llmd_zone_match(conf, ctx->req.prefix.keys, nkeys, lp->slots,
-                            ncand, lp->match, lp->home, lp->hints);
-    }
-
-    for (c = 0; c < ncand; c++) {
-        lp->cand[c].match = lp->match[c];
-        lp->cand[c].home = lp->home[c];
-    }
-
-    if (ctx->preview.valid) {
-        for (c = 0; c < ncand; c++) {
-            cd = &lp->cand[c];
-
-            if (cd->peer == ctx->preview.peer
-                && (cd->peer || cd->slot == ctx->preview.slot))
-            {
-                cd->ttft = ctx->preview.ttft;
-                cd->correction = ctx->preview.correction;
-                cd->uncached = ctx->preview.uncached;
-                ctx->reason = ctx->preview.reason;
-                ctx->predicted = ctx->preview.predicted;
-                *best = c;
-                return NGX_OK;
-            }
-        }
-    }
-
-    start = ngx_atomic_fetch_add(&conf->sh->cursor, 1) % ncand;
-    *best = start;
-    ctx->predicted = 0;
-
-    rc = NGX_DECLINED;
-
-    switch (conf->policy) {
-
-    case NGX_LLMD_POLICY_LLM_D:
-        *best = ngx_llmd_pick_llm_d(lp, ncand, start, nkeys);
-        break;
-
-    case NGX_LLMD_POLICY_DYNAMO:
-        *best = ngx_llmd_pick_dynamo(lp, ncand, start);
-        break;
-
-    default:
-        if (conf->redis && conf->predict) {
-            rc = ngx_llmd_pick_predicted(lp, ncand, start, best);
-            ctx->predicted = (rc == NGX_OK);
-        }
-
-        if (rc != NGX_OK) {
-            *best = ngx_llmd_pick_scored(lp, ncand, start, nkeys);
-        }
-    }
-
-    return NGX_OK;
-}
-
-
 static ngx_int_t
 ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
 {
     ngx_llmd_peer_data_t  *lp = data;
 
     time_t                          now;
-    size_t                          len;
-    uintptr_t                       m;
-    ngx_int_t                       rc, slot;
-    ngx_uint_t                      i, n, best, nkeys;
-    ngx_uint_t                      backup;
+    ngx_int_t                       rc;
+    ngx_uint_t                      best, nkeys, backup;
     ngx_msec_int_t                  t0;
-    struct sockaddr                *sa;
-    ngx_str_t                      *name;
     ngx_llmd_ctx_t                 *ctx;
     ngx_llmd_cand_t                *cd;
-    ngx_llmd_peer_t                *sp;
-    ngx_llmd_shctx_t               *sh;
-    ngx_llmd_srv_conf_t            *conf;
-    ngx_http_upstream_rr_peer_t    *peer;
     ngx_http_upstream_rr_peers_t   *peers;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, pc->log, 0,
                    "llmd get peer, try: %ui", pc->tries);
 
     t0 = ngx_llmd_now_ns();
-    conf = lp->conf;
-    sh = conf->sh;
     ctx = lp->ctx;
 
     pc->cached = 0;
@@ -569,7 +346,7 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
     rc = ngx_llmd_choose(lp, peers, backup, now, &best);
 
     if (rc == NGX_DECLINED) {
-        goto failed;
+        return ngx_llmd_try_backup(pc, lp, peers);
     }
 
     if (rc == NGX_ERROR) {
@@ -581,114 +358,27 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
     ctx->preview.valid = 0;
 
     nkeys = ctx->inspected ? ctx->req.prefix.nkeys : 0;
-
     cd = &lp->cand[best];
-    peer = cd->peer;
-    slot = cd->slot;
 
-    if (peer) {
-        pc->sockaddr = peer->sockaddr;
-        pc->socklen = peer->socklen;
-        pc->name = &peer->name;
-
-        peer->conns++;
-
-        if (now - peer->checked > peer->fail_timeout) {
-            peer->checked = now;
-        }
-
-        lp->rrp.current = peer;
-        lp->discovered = 0;
-
-        i = cd->index;
-        n = i / (8 * sizeof(uintptr_t));
-        m = (uintptr_t) 1 << i % (8 * sizeof(uintptr_t));
-        lp->rrp.tried[n] |= m;
-
+    if (cd->peer) {
+        ngx_llmd_use_static(lp, pc, cd, now);
         ngx_http_upstream_rr_peers_unlock(peers);
 
     } else {
         ngx_http_upstream_rr_peers_unlock(peers);
 
-        /* a discovered peer: the connection gets its own copy of the
-         * address, the zone slot may be reused by another worker later */
-        sp = &sh->peers[slot];
-        len = sp->socklen;
-
-        sa = ngx_palloc(lp->request->pool, len);
-        name = ngx_palloc(lp->request->pool, sizeof(ngx_str_t));
-        if (sa == NULL || name == NULL) {
+        if (ngx_llmd_use_discovered(lp, pc, cd) != NGX_OK) {
             return NGX_ERROR;
         }
-
-        name->data = ngx_pnalloc(lp->request->pool, sp->name_len);
-        if (name->data == NULL) {
-            return NGX_ERROR;
-        }
-
-        ngx_memcpy(sa, sp->sockaddr, len);
-        ngx_memcpy(name->data, sp->name, sp->name_len);
-        name->len = sp->name_len;
-
-        pc->sockaddr = sa;
-        pc->socklen = len;
-        pc->name = name;
-
-        lp->rrp.current = NULL;
-        lp->discovered = 1;
-        lp->tried[slot / 64] |= (uint64_t) 1 << (slot % 64);
     }
 
-    lp->slot = slot;
+    lp->slot = cd->slot;
     lp->predicted = ctx->predicted ? cd->ttft : 0.0;
     lp->correction = ctx->predicted ? cd->correction : 0.0;
     lp->pending = 0;
 
-    if (slot >= 0) {
-        sp = &sh->peers[slot];
-
-        /* with a prefill worker doing the prompt, the decode worker
-         * only receives its KV */
-        lp->uncached = ctx->pd_remote ? 0
-                                      : ngx_llmd_cand_uncached(lp, cd);
-        lp->work = lp->uncached + lp->output;
-        (void) ngx_atomic_fetch_add(&sp->inflight_uncached, lp->uncached);
-        (void) ngx_atomic_fetch_add(&sp->inflight_work, lp->work);
-        (void) ngx_atomic_fetch_add(&sp->inflight, 1);
-        (void) ngx_atomic_fetch_add(&sp->inflight_tokens, lp->tokens);
-        (void) ngx_atomic_fetch_add(&sp->picks, 1);
-        (void) ngx_atomic_fetch_add(&sp->prefix_hit_blocks, cd->match);
-        (void) ngx_atomic_fetch_add(&sp->prefix_blocks, nkeys);
-
-        switch (ctx->reason) {
-        case NGX_LLMD_PICK_AFFINITY:
-            (void) ngx_atomic_fetch_add(&sp->affinity_picks, 1);
-            break;
-        case NGX_LLMD_PICK_BALANCE:
-            (void) ngx_atomic_fetch_add(&sp->balance_picks, 1);
-            break;
-        case NGX_LLMD_PICK_HOME:
-            (void) ngx_atomic_fetch_add(&sp->home_picks, 1);
-            break;
-        case NGX_LLMD_PICK_PREDICTED:
-        case NGX_LLMD_PICK_SLO_MISS:
-            (void) ngx_atomic_fetch_add(&sp->predicted_picks, 1);
-            sp->predicted_ttft_ms = cd->ttft;
-            /* until its next heartbeat, the worker is busier than it said */
-            lp->pending = ctx->pd_remote ? 0 : cd->uncached;
-            sp->pending_tokens += lp->pending;
-            break;
-        default:
-            break;
-        }
-
-        /* the placement: for a worker without cache events it is all we
-         * know; for one with events, what it holds comes from them, and
-         * this is the prefix's home once it evicts it (see the top) */
-        if (nkeys) {
-            ngx_llmd_zone_record(conf, ctx->req.prefix.keys, nkeys, slot,
-                                 conf->redis != NULL, lp->hints, cd->home, 0);
-        }
+    if (cd->slot >= 0) {
+        ngx_llmd_count_pick(lp, cd, nkeys);
     }
 
     ctx->peer = *pc->name;
@@ -705,8 +395,150 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
                    nkeys);
 
     return NGX_OK;
+}
 
-failed:
+
+/* A server line of the upstream: as round-robin marks its peers (under the
+ * peers lock). */
+static void
+ngx_llmd_use_static(ngx_llmd_peer_data_t *lp, ngx_peer_connection_t *pc,
+    ngx_llmd_cand_t *cd, time_t now)
+{
+    uintptr_t                     m;
+    ngx_uint_t                    n;
+    ngx_http_upstream_rr_peer_t  *peer;
+
+    peer = cd->peer;
+
+    pc->sockaddr = peer->sockaddr;
+    pc->socklen = peer->socklen;
+    pc->name = &peer->name;
+
+    peer->conns++;
+
+    if (now - peer->checked > peer->fail_timeout) {
+        peer->checked = now;
+    }
+
+    lp->rrp.current = peer;
+    lp->discovered = 0;
+
+    n = cd->index / (8 * sizeof(uintptr_t));
+    m = (uintptr_t) 1 << cd->index % (8 * sizeof(uintptr_t));
+    lp->rrp.tried[n] |= m;
+}
+
+
+/* A peer discovered through Redis: the connection gets its own copy of the
+ * address, as the zone slot may be reused by another worker later. */
+static ngx_int_t
+ngx_llmd_use_discovered(ngx_llmd_peer_data_t *lp, ngx_peer_connection_t *pc,
+    ngx_llmd_cand_t *cd)
+{
+    size_t             len;
+    ngx_int_t          slot;
+    ngx_str_t         *name;
+    struct sockaddr   *sa;
+    ngx_llmd_peer_t   *sp;
+
+    slot = cd->slot;
+    sp = &lp->conf->sh->peers[slot];
+    len = sp->socklen;
+
+    sa = ngx_palloc(lp->request->pool, len);
+    name = ngx_palloc(lp->request->pool, sizeof(ngx_str_t));
+    if (sa == NULL || name == NULL) {
+        return NGX_ERROR;
+    }
+
+    name->data = ngx_pnalloc(lp->request->pool, sp->name_len);
+    if (name->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(sa, sp->sockaddr, len);
+    ngx_memcpy(name->data, sp->name, sp->name_len);
+    name->len = sp->name_len;
+
+    pc->sockaddr = sa;
+    pc->socklen = len;
+    pc->name = name;
+
+    lp->rrp.current = NULL;
+    lp->discovered = 1;
+    lp->tried[slot / 64] |= (uint64_t) 1 << (slot % 64);
+
+    return NGX_OK;
+}
+
+
+/* The pick in the zone: the work now in flight at the peer, its pick
+ * counters, and the prefix's placement.  ngx_llmd_free_peer takes the
+ * in-flight part back. */
+static void
+ngx_llmd_count_pick(ngx_llmd_peer_data_t *lp, ngx_llmd_cand_t *cd,
+    ngx_uint_t nkeys)
+{
+    ngx_llmd_ctx_t       *ctx;
+    ngx_llmd_peer_t      *sp;
+    ngx_llmd_srv_conf_t  *conf;
+
+    conf = lp->conf;
+    ctx = lp->ctx;
+    sp = &conf->sh->peers[cd->slot];
+
+    /* with a prefill worker doing the prompt, the decode worker only
+     * receives its KV */
+    lp->uncached = ctx->pd_remote ? 0 : ngx_llmd_cand_uncached(lp, cd);
+    lp->work = lp->uncached + lp->output;
+    (void) ngx_atomic_fetch_add(&sp->inflight_uncached, lp->uncached);
+    (void) ngx_atomic_fetch_add(&sp->inflight_work, lp->work);
+    (void) ngx_atomic_fetch_add(&sp->inflight, 1);
+    (void) ngx_atomic_fetch_add(&sp->inflight_tokens, lp->tokens);
+    (void) ngx_atomic_fetch_add(&sp->picks, 1);
+    (void) ngx_atomic_fetch_add(&sp->prefix_hit_blocks, cd->match);
+    (void) ngx_atomic_fetch_add(&sp->prefix_blocks, nkeys);
+
+    switch (ctx->reason) {
+    case NGX_LLMD_PICK_AFFINITY:
+        (void) ngx_atomic_fetch_add(&sp->affinity_picks, 1);
+        break;
+    case NGX_LLMD_PICK_BALANCE:
+        (void) ngx_atomic_fetch_add(&sp->balance_picks, 1);
+        break;
+    case NGX_LLMD_PICK_HOME:
+        (void) ngx_atomic_fetch_add(&sp->home_picks, 1);
+        break;
+    case NGX_LLMD_PICK_PREDICTED:
+    case NGX_LLMD_PICK_SLO_MISS:
+        (void) ngx_atomic_fetch_add(&sp->predicted_picks, 1);
+        sp->predicted_ttft_ms = cd->ttft;
+        /* until its next heartbeat, the worker is busier than it said */
+        lp->pending = ctx->pd_remote ? 0 : cd->uncached;
+        sp->pending_tokens += lp->pending;
+        break;
+    default:
+        break;
+    }
+
+    /* the placement: for a worker without cache events it is all we know;
+     * for one with events, what it holds comes from them, and this is the
+     * prefix's home once it evicts it (see the top) */
+    if (nkeys) {
+        ngx_llmd_zone_record(conf, ctx->req.prefix.keys, nkeys, cd->slot,
+                             conf->redis != NULL, lp->hints, cd->home, 0);
+    }
+}
+
+
+/* No live candidate in this list: the backup servers, as round-robin does
+ * (called with the peers locked). */
+static ngx_int_t
+ngx_llmd_try_backup(ngx_peer_connection_t *pc, ngx_llmd_peer_data_t *lp,
+    ngx_http_upstream_rr_peers_t *peers)
+{
+    ngx_int_t   rc;
+    ngx_uint_t  i, n;
 
     if (peers->next) {
 
@@ -734,7 +566,7 @@ failed:
 
     ngx_http_upstream_rr_peers_unlock(peers);
 
-    ctx->preview.valid = 0;
+    lp->ctx->preview.valid = 0;
     pc->name = peers->name;
 
     return NGX_BUSY;

@@ -64,6 +64,15 @@ ngx_uint_t ngx_llmd_pick_llm_d(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
 ngx_uint_t ngx_llmd_pick_dynamo(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
     ngx_uint_t start);
 
+/* ngx_llmd_balancer.c: a request's candidate arrays, from its pool */
+ngx_int_t ngx_llmd_scratch(ngx_llmd_peer_data_t *lp, ngx_http_request_t *r,
+    ngx_llmd_srv_conf_t *conf);
+
+/* ngx_llmd_choose.c: the candidate one try takes, from one peer list */
+ngx_int_t ngx_llmd_choose(ngx_llmd_peer_data_t *lp,
+    ngx_http_upstream_rr_peers_t *peers, ngx_uint_t backup, time_t now,
+    ngx_uint_t *best);
+
 /* this request's prompt tokens that candidate cd does not hold */
 static ngx_inline uint64_t
 ngx_llmd_cand_uncached(ngx_llmd_peer_data_t *lp, ngx_llmd_cand_t *cd)
