@@ -37,6 +37,15 @@ const char  *ngx_llmd_pd_reasons[NGX_LLMD_PD_NREASONS] = {
 };
 
 
+static ngx_uint_t ngx_llmd_pd_count(ngx_llmd_srv_conf_t *conf);
+static ngx_uint_t ngx_llmd_pd_candidates(ngx_llmd_srv_conf_t *conf,
+    ngx_int_t *slots, ngx_uint_t max, uint64_t *max_backlog);
+static ngx_uint_t ngx_llmd_pd_best(ngx_llmd_srv_conf_t *conf,
+    ngx_llmd_ctx_t *ctx, ngx_int_t *slots, ngx_uint_t *match, ngx_uint_t n,
+    uint64_t max_backlog);
+static ngx_int_t ngx_llmd_pd_assign(ngx_http_request_t *r,
+    ngx_llmd_srv_conf_t *conf, ngx_llmd_ctx_t *ctx, ngx_int_t slot,
+    ngx_uint_t match);
 static void ngx_llmd_pd_cleanup(void *data);
 
 
@@ -167,16 +176,11 @@ ngx_llmd_pd_local(ngx_llmd_srv_conf_t *conf, ngx_llmd_ctx_t *ctx,
 ngx_int_t
 ngx_llmd_pd_decide(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
 {
-    u_char               *p;
-    uint64_t              backlog, max_backlog, uncached, id;
-    ngx_int_t             rc, score, best_score, *slots;
-    uint64_t              denom;
-    ngx_uint_t            k, c, n, nprefill, nkeys, start, best;
+    uint64_t              max_backlog, uncached;
+    ngx_int_t             rc, *slots;
+    ngx_uint_t            n, nprefill, best;
     ngx_uint_t           *match;
     ngx_msec_int_t        t0;
-    ngx_llmd_peer_t      *pr;
-    ngx_llmd_shctx_t     *sh;
-    ngx_pool_cleanup_t   *cln;
     ngx_llmd_srv_conf_t  *conf;
 
     if (ctx->pd_decided || ctx->tries) {
@@ -193,17 +197,9 @@ ngx_llmd_pd_decide(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
     }
 
     t0 = ngx_llmd_now_ns();
-    sh = conf->sh;
+    rc = NGX_OK;
 
-    nprefill = 0;
-
-    if (ngx_llmd_redis_fresh(conf)) {
-        for (k = 0; k < sh->npeers; k++) {
-            if (ngx_llmd_pd_eligible(&sh->peers[k])) {
-                nprefill++;
-            }
-        }
-    }
+    nprefill = ngx_llmd_redis_fresh(conf) ? ngx_llmd_pd_count(conf) : 0;
 
     if (nprefill == 0) {
         ngx_llmd_pd_local(conf, ctx, NGX_LLMD_PD_NO_PREFILL);
@@ -212,12 +208,10 @@ ngx_llmd_pd_decide(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
 
     rc = ngx_llmd_preview(r, conf, ctx);
 
-    if (rc == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    if (rc == NGX_DECLINED) {
-        goto done;      /* no decode peer: the request fails anyway */
+    if (rc != NGX_OK) {
+        /* NGX_DECLINED: no decode peer, the request fails anyway */
+        rc = (rc == NGX_ERROR) ? NGX_ERROR : NGX_OK;
+        goto done;
     }
 
     uncached = ngx_llmd_uncached_tokens(conf, ctx->preview.slot,
@@ -237,11 +231,64 @@ ngx_llmd_pd_decide(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
 
     match = (ngx_uint_t *) (slots + nprefill);
 
-    n = 0;
-    max_backlog = 0;
+    n = ngx_llmd_pd_candidates(conf, slots, nprefill, &max_backlog);
 
-    for (k = 0; k < sh->npeers && n < nprefill; k++) {
-        pr = &sh->peers[k];
+    if (n == 0) {
+        ngx_llmd_pd_local(conf, ctx, NGX_LLMD_PD_QUEUE_FULL);
+        goto done;
+    }
+
+    best = ngx_llmd_pd_best(conf, ctx, slots, match, n, max_backlog);
+
+    rc = ngx_llmd_pd_assign(r, conf, ctx, slots[best], match[best]);
+
+    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "llmd pd: prefill on %V (%ui of %ui blocks held), "
+                   "transfer %V, %uL uncached on the decode peer",
+                   &ctx->pd_peer, match[best], ctx->req.prefix.nkeys,
+                   &ctx->transfer_id, uncached);
+
+done:
+
+    ctx->decision_ns += ngx_llmd_now_ns() - t0;
+
+    return rc;
+}
+
+
+/* the live prefill workers of the fleet */
+static ngx_uint_t
+ngx_llmd_pd_count(ngx_llmd_srv_conf_t *conf)
+{
+    ngx_uint_t  k, n;
+
+    n = 0;
+
+    for (k = 0; k < conf->sh->npeers; k++) {
+        if (ngx_llmd_pd_eligible(&conf->sh->peers[k])) {
+            n++;
+        }
+    }
+
+    return n;
+}
+
+
+/* The prefill workers with room in their backlog, into slots (at most
+ * max); *max_backlog gets the longest of their backlogs. */
+static ngx_uint_t
+ngx_llmd_pd_candidates(ngx_llmd_srv_conf_t *conf, ngx_int_t *slots,
+    ngx_uint_t max, uint64_t *max_backlog)
+{
+    uint64_t          backlog;
+    ngx_uint_t        k, n;
+    ngx_llmd_peer_t  *pr;
+
+    n = 0;
+    *max_backlog = 0;
+
+    for (k = 0; k < conf->sh->npeers && n < max; k++) {
+        pr = &conf->sh->peers[k];
 
         if (!ngx_llmd_pd_eligible(pr)) {
             continue;
@@ -253,17 +300,27 @@ ngx_llmd_pd_decide(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
             continue;
         }
 
-        max_backlog = ngx_max(max_backlog, backlog);
-        match[n] = 0;
+        *max_backlog = ngx_max(*max_backlog, backlog);
         slots[n++] = k;
     }
 
-    if (n == 0) {
-        ngx_llmd_pd_local(conf, ctx, NGX_LLMD_PD_QUEUE_FULL);
-        goto done;
-    }
+    return n;
+}
+
+
+/* The candidate with the best prefix match less backlog (match gets each
+ * candidate's held blocks); ties go round a shared cursor. */
+static ngx_uint_t
+ngx_llmd_pd_best(ngx_llmd_srv_conf_t *conf, ngx_llmd_ctx_t *ctx,
+    ngx_int_t *slots, ngx_uint_t *match, ngx_uint_t n, uint64_t max_backlog)
+{
+    uint64_t          denom;
+    ngx_int_t         score, best_score;
+    ngx_uint_t        k, c, start, best, nkeys;
+    ngx_llmd_peer_t  *pr;
 
     nkeys = ctx->req.prefix.nkeys;
+    ngx_memzero(match, n * sizeof(ngx_uint_t));
 
     if (nkeys) {
         ngx_llmd_zone_match(conf, ctx->req.prefix.keys, nkeys, slots, n,
@@ -272,13 +329,13 @@ ngx_llmd_pd_decide(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
 
     /* fixed point as in ngx_llmd_pick_scored; higher is better */
     denom = ngx_max(conf->pd_max_queue, max_backlog);
-    start = ngx_atomic_fetch_add(&sh->pd_cursor, 1) % n;
+    start = ngx_atomic_fetch_add(&conf->sh->pd_cursor, 1) % n;
     best = start;
     best_score = NGX_MAX_INT_T_VALUE;
 
     for (k = 0; k < n; k++) {
         c = (start + k) % n;
-        pr = &sh->peers[slots[c]];
+        pr = &conf->sh->peers[slots[c]];
 
         score = 0;
 
@@ -300,7 +357,27 @@ ngx_llmd_pd_decide(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
         }
     }
 
-    pr = &sh->peers[slots[best]];
+    return best;
+}
+
+
+/* The request is prefilled on the worker in slot: its KV address and a
+ * transfer id for the headers, its backlog counted until the request
+ * ends (ngx_llmd_pd_cleanup), and the prefix placed there. */
+static ngx_int_t
+ngx_llmd_pd_assign(ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf,
+    ngx_llmd_ctx_t *ctx, ngx_int_t slot, ngx_uint_t match)
+{
+    u_char              *p;
+    uint64_t             id;
+    ngx_uint_t           nkeys;
+    ngx_llmd_peer_t     *pr;
+    ngx_llmd_shctx_t    *sh;
+    ngx_pool_cleanup_t  *cln;
+
+    sh = conf->sh;
+    pr = &sh->peers[slot];
+    nkeys = ctx->req.prefix.nkeys;
 
     cln = ngx_pool_cleanup_add(r->pool, 0);
     p = ngx_pnalloc(r->pool, LLMD_WIRE_ADDR_MAX + 16);
@@ -325,10 +402,10 @@ ngx_llmd_pd_decide(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
 
     ctx->pd_remote = 1;
     ctx->pd_conf = conf;
-    ctx->pd_slot = slots[best];
-    ctx->pd_tokens = ngx_llmd_uncached_tokens(conf, slots[best],
+    ctx->pd_slot = slot;
+    ctx->pd_tokens = ngx_llmd_uncached_tokens(conf, slot,
                                               ctx->req.prefix.total_bytes,
-                                              match[best]);
+                                              match);
 
     (void) ngx_atomic_fetch_add(&pr->pd_inflight_tokens, ctx->pd_tokens);
     (void) ngx_atomic_fetch_add(&pr->pd_assigned, 1);
@@ -340,19 +417,9 @@ ngx_llmd_pd_decide(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
 
     /* a prefill worker without cache events is placed like a decode one */
     if (nkeys && !(pr->events && ngx_llmd_redis_fresh(conf))) {
-        ngx_llmd_zone_record(conf, ctx->req.prefix.keys, nkeys, slots[best],
-                             1, NULL, match[best], 0);
+        ngx_llmd_zone_record(conf, ctx->req.prefix.keys, nkeys, slot,
+                             1, NULL, match, 0);
     }
-
-    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "llmd pd: prefill on %V (%ui of %ui blocks held), "
-                   "transfer %V, %uL uncached on the decode peer",
-                   &ctx->pd_peer, match[best], nkeys, &ctx->transfer_id,
-                   uncached);
-
-done:
-
-    ctx->decision_ns += ngx_llmd_now_ns() - t0;
 
     return NGX_OK;
 }
