@@ -40,6 +40,8 @@ struct api_request {
  * are the canonical bytes, one token per byte.  Set once, before serving. */
 struct model_prompt;
 void api_use_model_prompt(const struct model_prompt *mp);
+/* the model prompt in use (NULL: the byte-level tokenizer) */
+const struct model_prompt *api_model_prompt(void);
 
 /* Parse and check a body; 0, or -1 with err filled in (status 400). */
 int api_parse_request(enum api_kind kind, const char *body, size_t len,
