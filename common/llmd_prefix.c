@@ -97,3 +97,29 @@ llmd_prefix_keys(const void *data, size_t len, size_t block_size,
 
     return n;
 }
+
+
+uint64_t
+llmd_prefix_model_salt(const void *model, size_t len)
+{
+    uint64_t  h;
+
+    if (len == 0) {
+        return 0;
+    }
+
+    h = XXH3_64bits_withSeed(model, len, LLMD_PREFIX_MODEL_SEED);
+
+    return h ? h : 1;       /* 0 means "no model" */
+}
+
+
+void
+llmd_prefix_salt(uint64_t *keys, size_t nkeys, uint64_t salt)
+{
+    size_t  i;
+
+    for (i = 0; salt && i < nkeys; i++) {
+        keys[i] ^= salt;
+    }
+}

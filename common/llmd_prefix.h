@@ -48,6 +48,16 @@ void llmd_prefix_update(llmd_prefix_hasher_t *h, const void *data, size_t len);
  * rebuild keys from stored bytes. */
 uint64_t llmd_prefix_block_key(uint64_t prev, const void *block, size_t len);
 
+/*
+ * Keys are per model: the gateway's index holds key ^ llmd_prefix_model_salt
+ * (model name), so two models never share an entry for the same bytes.
+ * The salt of no model (len 0) is 0, which leaves keys as they are.
+ */
+#define LLMD_PREFIX_MODEL_SEED      0x6c6c6d644d4f444cULL   /* "llmdMODL" */
+
+uint64_t llmd_prefix_model_salt(const void *model, size_t len);
+void llmd_prefix_salt(uint64_t *keys, size_t nkeys, uint64_t salt);
+
 /* Convenience: keys of a whole buffer at once; returns the number written. */
 size_t llmd_prefix_keys(const void *data, size_t len, size_t block_size,
     uint64_t *keys, size_t max_keys);

@@ -26,10 +26,15 @@
 #define NGX_LLMD_ZONE_MIN_SIZE      (256 * 1024)
 #define NGX_LLMD_BYTES_PER_TOKEN    4       /* rough, for load estimates */
 #define NGX_LLMD_WEIGHT_SCALE       1000    /* weights are fixed point */
-#define NGX_LLMD_ZONE_MAGIC         0x6c6c6d6407    /* layout version */
+#define NGX_LLMD_ZONE_MAGIC         0x6c6c6d6408    /* layout version */
 #define NGX_LLMD_PLACEMENTS         8192    /* ring of picks to share */
 #define NGX_LLMD_STALENESS_BUCKETS  8
 #define NGX_LLMD_PLACEHOLDER        "llmd-discovered-peers"
+#define NGX_LLMD_QUEUE_MAX          1024    /* requests waiting, per zone */
+#define NGX_LLMD_FLOWS              128     /* fairness ids remembered */
+#define NGX_LLMD_FLOW_NAME_LEN      48
+#define NGX_LLMD_BANDS              16      /* priorities with counters */
+#define NGX_LLMD_WAIT_BUCKETS       11      /* wait-time histogram */
 
 typedef enum {
     NGX_LLMD_POLICY_LLMD = 0,
@@ -59,6 +64,19 @@ typedef enum {
     NGX_LLMD_PD_QUEUE_FULL,     /* local: every prefill backlog over max_queue */
     NGX_LLMD_PD_NREASONS
 } ngx_llmd_pd_reason_e;
+
+/* what admission control did with a request ($llmd_admission) */
+typedef enum {
+    NGX_LLMD_ADMIT_NONE = 0,    /* not subject to it */
+    NGX_LLMD_ADMIT_DIRECT,      /* room at once */
+    NGX_LLMD_ADMIT_QUEUED,      /* waited at the gateway, then sent */
+    NGX_LLMD_ADMIT_SHED,        /* sheddable, arrived at saturation: 429 */
+    NGX_LLMD_ADMIT_REJECTED,    /* its band's queue was full: 429 */
+    NGX_LLMD_ADMIT_DISPLACED,   /* pushed out by a higher priority: 429 */
+    NGX_LLMD_ADMIT_TIMEOUT,     /* waited past the maximum: 503 */
+    NGX_LLMD_ADMIT_CANCELLED,   /* the client left while it waited */
+    NGX_LLMD_ADMIT_NOUTCOMES
+} ngx_llmd_admission_e;
 
 typedef enum {
     NGX_LLMD_REDIS_OFF = 0,     /* no llmd_redis */
@@ -132,7 +150,53 @@ typedef struct {
     double              observed_ttft_ms;   /* EWMA */
     double              prediction_error_ms;    /* EWMA of |error| */
     double              predicted_ttft_ms;  /* last prediction */
+
+    /* the model it serves: its heartbeat's, else its llmd_model line's;
+     * the name is written only when it changes, length last */
+    uint64_t            model_hash;         /* 0: not known, serves any */
+    ngx_uint_t          model_from_hb;
+    size_t              model_len;
+    u_char              model[LLMD_WIRE_MODEL_MAX];
 } ngx_llmd_peer_t;
+
+
+/* A request waiting at the gateway (flow control, ngx_llmd_flow.c). */
+typedef enum {
+    NGX_LLMD_Q_FREE = 0,
+    NGX_LLMD_Q_WAITING,
+    NGX_LLMD_Q_GRANTED,         /* may go; its owner has not seen it yet */
+    NGX_LLMD_Q_DISPLACED        /* must leave with a 429 */
+} ngx_llmd_qstate_e;
+
+typedef struct {
+    ngx_uint_t          state;              /* ngx_llmd_qstate_e */
+    ngx_int_t           priority;
+    uint64_t            model;              /* hash, 0: any */
+    uint64_t            seq;                /* arrival order, zone-wide */
+    ngx_uint_t          flow;               /* index in flows[] */
+    ngx_pid_t           pid;                /* the nginx worker holding it */
+    ngx_msec_t          deadline;
+} ngx_llmd_qentry_t;
+
+/* A fairness id: its place in start-time fair queueing within a band. */
+typedef struct {
+    uint64_t            id;                 /* hash of the name, 0: free */
+    uint64_t            vtime;              /* start tag of its next request */
+    ngx_uint_t          waiting;
+    ngx_atomic_t        admitted;
+    ngx_atomic_t        shed;               /* all 429s and 503s */
+    size_t              name_len;
+    u_char              name[NGX_LLMD_FLOW_NAME_LEN];
+} ngx_llmd_flow_t;
+
+/* Counters of one priority value. */
+typedef struct {
+    ngx_int_t           priority;
+    ngx_uint_t          used;
+    ngx_atomic_t        outcomes[NGX_LLMD_ADMIT_NOUTCOMES];
+    ngx_atomic_t        wait_le[NGX_LLMD_WAIT_BUCKETS];     /* queued only */
+    ngx_atomic_t        wait_sum_ms;
+} ngx_llmd_band_t;
 
 
 /*
@@ -193,6 +257,21 @@ typedef struct {
     ngx_atomic_t        pd_cursor;          /* its own: the decode pick
                                                turns the other */
     ngx_atomic_t        pd_decisions[NGX_LLMD_PD_NREASONS];
+
+    /* the one model every known peer serves (0: none or several): the
+     * model of a request that names none */
+    uint64_t            default_model;
+
+    /* flow control, under shpool's mutex (ngx_llmd_flow.c) */
+    ngx_uint_t          queued;             /* entries waiting */
+    ngx_uint_t          granted;            /* let go, not yet picked */
+    uint64_t            queue_seq;
+    uint64_t            vclock;             /* start tag last dispatched */
+    ngx_uint_t          saturated;          /* last finding, for status */
+    ngx_uint_t          stale_limits;       /* fell back: logged once */
+    ngx_llmd_qentry_t   queue[NGX_LLMD_QUEUE_MAX];
+    ngx_llmd_flow_t     flows[NGX_LLMD_FLOWS];
+    ngx_llmd_band_t     bands[NGX_LLMD_BANDS];
 
     /* approximate placements not yet shared with other gateways */
     ngx_atomic_t        placements_head;
@@ -258,10 +337,30 @@ typedef struct {
     ngx_uint_t          pd_threshold;       /* uncached prompt tokens */
     ngx_uint_t          pd_max_queue;       /* prefill backlog, tokens */
 
+    /* llmd_model lines: the model of server lines without a heartbeat */
+    ngx_array_t        *models;             /* ngx_llmd_model_conf_t */
+    uint64_t            config_model;       /* the only one they name */
+
+    /* flow control: llmd_queue and llmd_saturation */
+    ngx_flag_t          flow;
+    ngx_uint_t          queue_size;         /* per priority */
+    ngx_msec_t          queue_timeout;
+    ngx_flag_t          queue_displace;
+    ngx_uint_t          sat_inflight;       /* 0: the heartbeat's max_batch */
+    ngx_uint_t          sat_kv;             /* percent of KV blocks */
+    void              **waiters;            /* this process's, by entry */
+    ngx_uint_t          dispatched;         /* tick of the last dispatch */
+
     /* rr peer index -> zone slot, resolved lazily in each worker */
     ngx_int_t          *slots[2];           /* primary, backup */
     ngx_uint_t          nslots[2];
 } ngx_llmd_srv_conf_t;
+
+
+typedef struct {
+    ngx_str_t           server;             /* as the server line writes it */
+    ngx_str_t           model;
+} ngx_llmd_model_conf_t;
 
 
 /* location configuration */
@@ -269,6 +368,8 @@ typedef struct {
     ngx_flag_t          inspect;            /* unset: auto (proxy_pass to llmd) */
     ngx_flag_t          debug_headers;
     ngx_flag_t          json_errors;
+    ngx_http_complex_value_t  *priority;    /* llmd_priority */
+    ngx_http_complex_value_t  *fairness;    /* llmd_fairness */
 } ngx_llmd_loc_conf_t;
 
 
@@ -317,9 +418,27 @@ typedef struct {
     ngx_int_t           pd_slot;            /* the prefill worker */
     uint64_t            pd_tokens;          /* in its pd_inflight_tokens */
 
+    /* the model it asks for (or the fleet's only one), as zone hash; its
+     * prefix keys are salted with it, so models never share an entry */
+    uint64_t            model_hash;
+    unsigned            model_resolved:1;
+
+    /* flow control */
+    unsigned            flow_classified:1;  /* priority, fairness known */
+    unsigned            flow_done:1;        /* admission decided */
+    ngx_int_t           priority;
+    ngx_str_t           fairness;
+    ngx_uint_t          admission;          /* ngx_llmd_admission_e */
+    ngx_msec_t          queue_ms;
+    void               *waiter;             /* while queued */
+    unsigned            flow_reserved:1;    /* in sh->granted until picked */
+
     /* an OpenAI-style error body replacing nginx's HTML page */
     ngx_str_t           error;
     const char         *error_param;
+    const char         *error_type;         /* NULL: by status */
+    const char         *error_code;         /* NULL: the status */
+    ngx_uint_t          retry_after;        /* seconds, 0: no header */
     ngx_buf_t          *error_body;
 } ngx_llmd_ctx_t;
 
@@ -347,6 +466,7 @@ ngx_int_t ngx_llmd_init_upstream(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us);
 ngx_int_t ngx_llmd_preview(ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf,
     ngx_llmd_ctx_t *ctx);
+void ngx_llmd_resolve_peers(ngx_llmd_srv_conf_t *conf);
 
 /* ngx_llmd_pd.c */
 char *ngx_llmd_pd_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
@@ -406,5 +526,53 @@ ngx_int_t ngx_llmd_location_enabled(ngx_http_request_t *r);
 
 /* ngx_llmd_filter.c */
 ngx_int_t ngx_llmd_filter_init(ngx_conf_t *cf);
+
+/* ngx_llmd_variables.c */
+ngx_int_t ngx_llmd_add_variables(ngx_conf_t *cf);
+
+/* ngx_llmd_model.c */
+char *ngx_llmd_model_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_llmd_models_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+uint64_t ngx_llmd_model_hash(u_char *name, size_t len);
+void ngx_llmd_model_configure(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
+    ngx_str_t *server);
+void ngx_llmd_model_learn(ngx_llmd_peer_t *p, const char *model);
+void ngx_llmd_model_default(ngx_llmd_srv_conf_t *conf);
+void ngx_llmd_model_resolve(ngx_llmd_srv_conf_t *conf, ngx_llmd_ctx_t *ctx);
+ngx_int_t ngx_llmd_model_check(ngx_http_request_t *r,
+    ngx_llmd_srv_conf_t *conf, ngx_llmd_ctx_t *ctx);
+
+/* a peer that serves another model than the request's is no candidate */
+static ngx_inline ngx_uint_t
+ngx_llmd_model_mismatch(ngx_llmd_peer_t *p, uint64_t model)
+{
+    return model && p->model_hash && p->model_hash != model;
+}
+
+/* ngx_llmd_flow.c */
+char *ngx_llmd_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+char *ngx_llmd_saturation_directive(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+ngx_int_t ngx_llmd_flow_classify(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx);
+ngx_int_t ngx_llmd_flow_admit(ngx_http_request_t *r,
+    ngx_llmd_srv_conf_t *conf, ngx_llmd_ctx_t *ctx);
+void ngx_llmd_flow_freed(ngx_llmd_srv_conf_t *conf);
+void ngx_llmd_flow_picked(ngx_llmd_srv_conf_t *conf, ngx_llmd_ctx_t *ctx);
+ngx_int_t ngx_llmd_flow_init_upstream(ngx_conf_t *cf,
+    ngx_llmd_srv_conf_t *conf);
+ngx_uint_t ngx_llmd_flow_saturated(ngx_llmd_srv_conf_t *conf,
+    uint64_t model);
+extern const char *ngx_llmd_admissions[NGX_LLMD_ADMIT_NOUTCOMES];
+
+/* ngx_llmd_flow_status.c */
+size_t ngx_llmd_flow_status_size(ngx_llmd_srv_conf_t *conf);
+u_char *ngx_llmd_flow_status_json(u_char *p, ngx_llmd_srv_conf_t *conf,
+    ngx_pool_t *pool);
+u_char *ngx_llmd_flow_status_prom(u_char *p, ngx_llmd_srv_conf_t **ups,
+    ngx_uint_t n, ngx_pool_t *pool);
+extern const ngx_uint_t ngx_llmd_wait_le_ms[NGX_LLMD_WAIT_BUCKETS];
 
 #endif /* NGX_LLMD_H */

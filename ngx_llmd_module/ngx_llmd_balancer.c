@@ -170,6 +170,8 @@ ngx_llmd_resolve_slots(ngx_llmd_srv_conf_t *conf,
          * a reload made it a server line: it is a candidate as this line
          * only, not also as a discovered peer */
         conf->sh->peers[slots[i]].dynamic = 0;
+
+        ngx_llmd_model_configure(conf, slots[i], &peer->name);
     }
 
     slots[conf->nslots[backup]] = -1;
@@ -178,8 +180,23 @@ ngx_llmd_resolve_slots(ngx_llmd_srv_conf_t *conf,
 }
 
 
-/* The candidate scratch arrays of one request, and the zone slots of the
- * server lines (resolved on first use in each worker). */
+/* The zone slots of the server lines, resolved on first use in each
+ * worker process. */
+void
+ngx_llmd_resolve_peers(ngx_llmd_srv_conf_t *conf)
+{
+    ngx_http_upstream_rr_peers_t  *peers;
+
+    peers = conf->upstream->peer.data;
+
+    (void) ngx_llmd_resolve_slots(conf, peers, 0);
+    if (peers->next) {
+        (void) ngx_llmd_resolve_slots(conf, peers->next, 1);
+    }
+}
+
+
+/* The candidate scratch arrays of one request. */
 ngx_int_t
 ngx_llmd_scratch(ngx_llmd_peer_data_t *lp, ngx_http_request_t *r,
     ngx_llmd_srv_conf_t *conf)
@@ -189,10 +206,7 @@ ngx_llmd_scratch(ngx_llmd_peer_data_t *lp, ngx_http_request_t *r,
 
     peers = conf->upstream->peer.data;
 
-    ngx_llmd_resolve_slots(conf, peers, 0);
-    if (peers->next) {
-        ngx_llmd_resolve_slots(conf, peers->next, 1);
-    }
+    ngx_llmd_resolve_peers(conf);
 
     n = ngx_max(conf->nslots[0], conf->nslots[1]);
 
@@ -380,6 +394,9 @@ ngx_llmd_get_peer(ngx_peer_connection_t *pc, void *data)
     if (cd->slot >= 0) {
         ngx_llmd_count_pick(lp, cd, nkeys);
     }
+
+    /* admitted room becomes the peer's in-flight figure */
+    ngx_llmd_flow_picked(lp->conf, ctx);
 
     ctx->peer = *pc->name;
     ctx->matched = cd->match;
@@ -683,6 +700,8 @@ ngx_llmd_free_peer(ngx_peer_connection_t *pc, void *data, ngx_uint_t state)
         }
 
         lp->slot = -1;
+
+        ngx_llmd_flow_freed(lp->conf);
     }
 
     if (lp->discovered) {

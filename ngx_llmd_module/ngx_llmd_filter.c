@@ -95,6 +95,25 @@ ngx_llmd_debug_headers(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
 }
 
 
+/* 429 and 503 of admission control say when to come back */
+static ngx_int_t
+ngx_llmd_retry_after(ngx_http_request_t *r, ngx_uint_t seconds)
+{
+    u_char     *p;
+    ngx_str_t   v;
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v.data = p;
+    v.len = ngx_sprintf(p, "%ui", seconds) - p;
+
+    return ngx_llmd_add_header(r, "Retry-After", &v);
+}
+
+
 static void
 ngx_llmd_error_text(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx,
     ngx_uint_t status, ngx_str_t *msg, const char **type)
@@ -102,6 +121,10 @@ ngx_llmd_error_text(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx,
     ngx_http_core_loc_conf_t  *clcf;
 
     *type = status < 500 ? "invalid_request_error" : "server_error";
+
+    if (ctx && ctx->error_type) {
+        *type = ctx->error_type;
+    }
 
     if (ctx && ctx->error.len) {
         *msg = ctx->error;
@@ -165,7 +188,8 @@ ngx_llmd_error_body(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx,
     len = sizeof("{\"error\":{\"message\":\"\",\"type\":\"\",\"param\":"
                  ",\"code\":}}\n") - 1
           + msg.len + esc + ngx_strlen(type) + NGX_INT_T_LEN
-          + (param ? ngx_strlen(param) + 2 : 4);
+          + (param ? ngx_strlen(param) + 2 : 4)
+          + (ctx && ctx->error_code ? ngx_strlen(ctx->error_code) + 2 : 0);
 
     b = ngx_create_temp_buf(r->pool, len);
     if (b == NULL) {
@@ -183,7 +207,12 @@ ngx_llmd_error_body(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx,
         p = ngx_cpymem(p, "null", 4);
     }
 
-    p = ngx_sprintf(p, ",\"code\":%ui}}\n", status);
+    if (ctx && ctx->error_code) {
+        p = ngx_sprintf(p, ",\"code\":\"%s\"}}\n", ctx->error_code);
+
+    } else {
+        p = ngx_sprintf(p, ",\"code\":%ui}}\n", status);
+    }
 
     b->last = p;
     b->memory = 1;
@@ -213,6 +242,12 @@ ngx_llmd_header_filter(ngx_http_request_t *r)
         if (ngx_llmd_debug_headers(r, ctx) != NGX_OK) {
             return NGX_ERROR;
         }
+    }
+
+    if (ctx && ctx->retry_after && r == r->main
+        && ngx_llmd_retry_after(r, ctx->retry_after) != NGX_OK)
+    {
+        return NGX_ERROR;
     }
 
     status = r->err_status;

@@ -14,6 +14,8 @@ extern ngx_module_t  ngx_http_proxy_module;
 static void ngx_llmd_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_llmd_is_json(ngx_http_request_t *r);
 static ngx_int_t ngx_llmd_json_media_type(ngx_str_t *ct);
+static ngx_int_t ngx_llmd_admission(ngx_http_request_t *r,
+    ngx_llmd_ctx_t *ctx);
 
 
 /* yajl's allocator on the request pool: sizes are kept in front of each
@@ -180,6 +182,10 @@ ngx_llmd_precontent_handler(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_llmd_module);
 
     if (ctx) {
+        if (ctx->status == NGX_DECLINED && !ctx->flow_done) {
+            return ngx_llmd_admission(r, ctx);
+        }
+
         return ctx->status;
     }
 
@@ -203,6 +209,45 @@ ngx_llmd_precontent_handler(ngx_http_request_t *r)
 
     ngx_http_finalize_request(r, NGX_DONE);
     return NGX_DONE;
+}
+
+
+/*
+ * After a valid body: the model must be served (else 404), priority and
+ * fairness are set, and with llmd_queue the request is admitted, refused
+ * or queued (ngx_llmd_flow.c, which resumes the phase when it may go).
+ */
+static ngx_int_t
+ngx_llmd_admission(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
+{
+    ngx_int_t             rc;
+    ngx_llmd_srv_conf_t  *conf;
+
+    conf = ngx_llmd_location_upstream(r);
+
+    if (conf == NULL || !ctx->inspected) {
+        ctx->flow_done = 1;
+        return NGX_DECLINED;
+    }
+
+    rc = ngx_llmd_model_check(r, conf, ctx);
+
+    if (rc == NGX_OK && ngx_llmd_flow_classify(r, ctx) != NGX_OK) {
+        rc = NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (rc != NGX_OK) {
+        ctx->flow_done = 1;
+        ctx->status = rc;
+        return rc;
+    }
+
+    if (!conf->flow) {
+        ctx->flow_done = 1;
+        return NGX_DECLINED;
+    }
+
+    return ngx_llmd_flow_admit(r, conf, ctx);
 }
 
 
@@ -393,6 +438,11 @@ ngx_llmd_inspect_body(ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf)
     }
 
     ctx->inspected = (ctx->req.status == LLMD_REQ_OK);
+
+    if (conf) {
+        ngx_llmd_model_resolve(conf, ctx);
+    }
+
     ctx->decision_ns += ngx_llmd_now_ns() - t0;
 
     return ctx;

@@ -1,5 +1,5 @@
 /*
- * ngx_llmd_module: directives, configuration and variables.
+ * ngx_llmd_module: directives and configuration.
  *
  *   upstream llm {
  *       llmd;
@@ -16,7 +16,6 @@ static void *ngx_llmd_create_srv_conf(ngx_conf_t *cf);
 static void *ngx_llmd_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_llmd_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
-static ngx_int_t ngx_llmd_add_variables(ngx_conf_t *cf);
 static ngx_int_t ngx_llmd_postconfiguration(ngx_conf_t *cf);
 
 static char *ngx_llmd(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
@@ -35,9 +34,6 @@ static ngx_conf_enum_t  ngx_llmd_policies[] = {
 };
 static ngx_int_t ngx_llmd_init_process(ngx_cycle_t *cycle);
 static void ngx_llmd_exit_process(ngx_cycle_t *cycle);
-
-static ngx_int_t ngx_llmd_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
 
 
 static ngx_conf_num_bounds_t  ngx_llmd_block_bounds = {
@@ -149,6 +145,48 @@ static ngx_command_t  ngx_llmd_commands[] = {
       0,
       NULL },
 
+    { ngx_string("llmd_model"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_2MORE,
+      ngx_llmd_model_directive,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llmd_queue"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_ANY,
+      ngx_llmd_queue_directive,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llmd_saturation"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_1MORE,
+      ngx_llmd_saturation_directive,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llmd_models"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_llmd_models_directive,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("llmd_priority"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_llmd_loc_conf_t, priority),
+      NULL },
+
+    { ngx_string("llmd_fairness"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_llmd_loc_conf_t, fairness),
+      NULL },
+
     { ngx_string("llmd_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_llmd_status_directive,
@@ -212,56 +250,6 @@ ngx_module_t  ngx_llmd_module = {
 };
 
 
-enum {
-    NGX_LLMD_VAR_PEER = 0,
-    NGX_LLMD_VAR_PREFIX_HIT,
-    NGX_LLMD_VAR_REASON,
-    NGX_LLMD_VAR_PROMPT_BYTES,
-    NGX_LLMD_VAR_PREDICTED_TTFT,
-    NGX_LLMD_VAR_OBSERVED_TTFT,
-    NGX_LLMD_VAR_DECISION_US,
-    NGX_LLMD_VAR_PREFILL_PEER,
-    NGX_LLMD_VAR_TRANSFER_ID,
-    NGX_LLMD_VAR_PD
-};
-
-
-static ngx_http_variable_t  ngx_llmd_vars[] = {
-
-    { ngx_string("llmd_peer"), NULL, ngx_llmd_variable,
-      NGX_LLMD_VAR_PEER, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("llmd_prefix_hit"), NULL, ngx_llmd_variable,
-      NGX_LLMD_VAR_PREFIX_HIT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("llmd_pick_reason"), NULL, ngx_llmd_variable,
-      NGX_LLMD_VAR_REASON, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("llmd_prompt_bytes"), NULL, ngx_llmd_variable,
-      NGX_LLMD_VAR_PROMPT_BYTES, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("llmd_predicted_ttft"), NULL, ngx_llmd_variable,
-      NGX_LLMD_VAR_PREDICTED_TTFT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("llmd_observed_ttft"), NULL, ngx_llmd_variable,
-      NGX_LLMD_VAR_OBSERVED_TTFT, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("llmd_decision_us"), NULL, ngx_llmd_variable,
-      NGX_LLMD_VAR_DECISION_US, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("llmd_prefill_peer"), NULL, ngx_llmd_variable,
-      NGX_LLMD_VAR_PREFILL_PEER, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("llmd_transfer_id"), NULL, ngx_llmd_variable,
-      NGX_LLMD_VAR_TRANSFER_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("llmd_pd"), NULL, ngx_llmd_variable,
-      NGX_LLMD_VAR_PD, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-      ngx_http_null_variable
-};
-
-
 static void *
 ngx_llmd_create_main_conf(ngx_conf_t *cf)
 {
@@ -317,6 +305,9 @@ ngx_llmd_create_srv_conf(ngx_conf_t *cf)
     conf->pd = NGX_CONF_UNSET;
     conf->pd_threshold = NGX_CONF_UNSET_UINT;
     conf->pd_max_queue = NGX_CONF_UNSET_UINT;
+    conf->flow = NGX_CONF_UNSET;
+    conf->sat_inflight = NGX_CONF_UNSET_UINT;
+    conf->sat_kv = NGX_CONF_UNSET_UINT;
 
     return conf;
 }
@@ -335,6 +326,8 @@ ngx_llmd_create_loc_conf(ngx_conf_t *cf)
     conf->inspect = NGX_CONF_UNSET;
     conf->debug_headers = NGX_CONF_UNSET;
     conf->json_errors = NGX_CONF_UNSET;
+    conf->priority = NGX_CONF_UNSET_PTR;
+    conf->fairness = NGX_CONF_UNSET_PTR;
 
     return conf;
 }
@@ -353,6 +346,8 @@ ngx_llmd_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     ngx_conf_merge_value(conf->debug_headers, prev->debug_headers, 0);
     ngx_conf_merge_value(conf->json_errors, prev->json_errors, 1);
+    ngx_conf_merge_ptr_value(conf->priority, prev->priority, NULL);
+    ngx_conf_merge_ptr_value(conf->fairness, prev->fairness, NULL);
 
     return NGX_CONF_OK;
 }
@@ -573,162 +568,6 @@ ngx_llmd_exit_process(ngx_cycle_t *cycle)
 
 
 static ngx_int_t
-ngx_llmd_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
-    uintptr_t data)
-{
-    u_char          *p;
-    ngx_llmd_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_llmd_module);
-
-    if (ctx == NULL) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    switch (data) {
-
-    case NGX_LLMD_VAR_PEER:
-        if (ctx->peer.len == 0) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-        v->data = ctx->peer.data;
-        v->len = ctx->peer.len;
-        break;
-
-    case NGX_LLMD_VAR_PREFIX_HIT:
-        if (!ctx->inspected) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-        p = ngx_pnalloc(r->pool, 2 * NGX_INT_T_LEN + 1);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-        v->data = p;
-        v->len = ngx_sprintf(p, "%ui/%uz", ctx->matched,
-                             ctx->req.prefix.nkeys) - p;
-        break;
-
-    case NGX_LLMD_VAR_REASON:
-        if (ctx->reason == NGX_LLMD_PICK_NONE) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-        v->data = (u_char *) ngx_llmd_pick_reasons[ctx->reason];
-        v->len = ngx_strlen(v->data);
-        break;
-
-    case NGX_LLMD_VAR_PREDICTED_TTFT:
-    case NGX_LLMD_VAR_OBSERVED_TTFT:
-        if (data == NGX_LLMD_VAR_PREDICTED_TTFT ? !ctx->predicted
-                                                : !ctx->observed)
-        {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-        p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 4);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-        v->data = p;
-        v->len = ngx_sprintf(p, "%.1f",
-                             data == NGX_LLMD_VAR_PREDICTED_TTFT
-                             ? ctx->predicted_ttft_ms
-                             : ctx->observed_ttft_ms) - p;
-        break;
-
-    case NGX_LLMD_VAR_PREFILL_PEER:
-    case NGX_LLMD_VAR_TRANSFER_ID:
-        /* evaluated by proxy_set_header before the balancer runs: the
-         * prefill/decode decision is made here, once */
-        if (ngx_llmd_pd_decide(r, ctx) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        if (!ctx->pd_remote) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-
-        if (data == NGX_LLMD_VAR_PREFILL_PEER) {
-            v->data = ctx->pd_peer.data;
-            v->len = ctx->pd_peer.len;
-
-        } else {
-            v->data = ctx->transfer_id.data;
-            v->len = ctx->transfer_id.len;
-        }
-        break;
-
-    case NGX_LLMD_VAR_PD:
-        /* only reports: a decision made after the pick would reach no one */
-        if (ctx->pd_reason == NULL) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-        v->data = (u_char *) ctx->pd_reason;
-        v->len = ngx_strlen(ctx->pd_reason);
-        break;
-
-    case NGX_LLMD_VAR_DECISION_US:
-        if (ctx->tries == 0) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-        p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 4);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-        v->data = p;
-        v->len = ngx_sprintf(p, "%.1f", (double) ctx->decision_ns / 1000.0)
-                 - p;
-        break;
-
-    default: /* NGX_LLMD_VAR_PROMPT_BYTES */
-        if (!ctx->inspected) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-        p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-        v->data = p;
-        v->len = ngx_sprintf(p, "%uL", (uint64_t) ctx->req.prefix.total_bytes)
-                 - p;
-        break;
-    }
-
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_llmd_add_variables(ngx_conf_t *cf)
-{
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_llmd_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
 ngx_llmd_postconfiguration(ngx_conf_t *cf)
 {
     ngx_uint_t                  i;
@@ -737,12 +576,15 @@ ngx_llmd_postconfiguration(ngx_conf_t *cf)
     ngx_llmd_main_conf_t       *lmcf;
     ngx_http_core_main_conf_t  *cmcf;
 
-    /* llmd_pd's defaults and checks need the whole upstream block */
+    /* llmd_pd's and llmd_queue's defaults and checks need the whole
+     * upstream block */
     lmcf = ngx_http_conf_get_module_main_conf(cf, ngx_llmd_module);
     ups = lmcf->upstreams.elts;
 
     for (i = 0; i < lmcf->upstreams.nelts; i++) {
-        if (ngx_llmd_pd_init_upstream(cf, ups[i]) != NGX_OK) {
+        if (ngx_llmd_pd_init_upstream(cf, ups[i]) != NGX_OK
+            || ngx_llmd_flow_init_upstream(cf, ups[i]) != NGX_OK)
+        {
             return NGX_ERROR;
         }
     }

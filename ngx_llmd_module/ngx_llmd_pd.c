@@ -39,7 +39,7 @@ const char  *ngx_llmd_pd_reasons[NGX_LLMD_PD_NREASONS] = {
 
 static ngx_uint_t ngx_llmd_pd_count(ngx_llmd_srv_conf_t *conf);
 static ngx_uint_t ngx_llmd_pd_candidates(ngx_llmd_srv_conf_t *conf,
-    ngx_int_t *slots, ngx_uint_t max, uint64_t *max_backlog);
+    uint64_t model, ngx_int_t *slots, ngx_uint_t max, uint64_t *max_backlog);
 static ngx_uint_t ngx_llmd_pd_best(ngx_llmd_srv_conf_t *conf,
     ngx_llmd_ctx_t *ctx, ngx_int_t *slots, ngx_uint_t *match, ngx_uint_t n,
     uint64_t max_backlog);
@@ -231,7 +231,8 @@ ngx_llmd_pd_decide(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
 
     match = (ngx_uint_t *) (slots + nprefill);
 
-    n = ngx_llmd_pd_candidates(conf, slots, nprefill, &max_backlog);
+    n = ngx_llmd_pd_candidates(conf, ctx->model_hash, slots, nprefill,
+                               &max_backlog);
 
     if (n == 0) {
         ngx_llmd_pd_local(conf, ctx, NGX_LLMD_PD_QUEUE_FULL);
@@ -277,8 +278,8 @@ ngx_llmd_pd_count(ngx_llmd_srv_conf_t *conf)
 /* The prefill workers with room in their backlog, into slots (at most
  * max); *max_backlog gets the longest of their backlogs. */
 static ngx_uint_t
-ngx_llmd_pd_candidates(ngx_llmd_srv_conf_t *conf, ngx_int_t *slots,
-    ngx_uint_t max, uint64_t *max_backlog)
+ngx_llmd_pd_candidates(ngx_llmd_srv_conf_t *conf, uint64_t model,
+    ngx_int_t *slots, ngx_uint_t max, uint64_t *max_backlog)
 {
     uint64_t          backlog;
     ngx_uint_t        k, n;
@@ -290,7 +291,7 @@ ngx_llmd_pd_candidates(ngx_llmd_srv_conf_t *conf, ngx_int_t *slots,
     for (k = 0; k < conf->sh->npeers && n < max; k++) {
         pr = &conf->sh->peers[k];
 
-        if (!ngx_llmd_pd_eligible(pr)) {
+        if (!ngx_llmd_pd_eligible(pr) || ngx_llmd_model_mismatch(pr, model)) {
             continue;
         }
 

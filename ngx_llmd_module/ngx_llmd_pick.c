@@ -20,6 +20,7 @@ ngx_llmd_static_candidates(ngx_llmd_peer_data_t *lp,
     ngx_http_upstream_rr_peers_t *peers, ngx_uint_t backup, time_t now)
 {
     uintptr_t                      m;
+    ngx_int_t                      slot;
     ngx_uint_t                     i, n, ncand;
     ngx_llmd_cand_t               *c;
     ngx_llmd_srv_conf_t           *conf;
@@ -43,9 +44,18 @@ ngx_llmd_static_candidates(ngx_llmd_peer_data_t *lp,
             continue;
         }
 
+        slot = (i < conf->nslots[backup]) ? conf->slots[backup][i] : -1;
+
+        if (slot >= 0
+            && ngx_llmd_model_mismatch(&conf->sh->peers[slot],
+                                       lp->ctx->model_hash))
+        {
+            continue;
+        }
+
         c = &lp->cand[ncand++];
         c->peer = peer;
-        c->slot = (i < conf->nslots[backup]) ? conf->slots[backup][i] : -1;
+        c->slot = slot;
         c->index = i;
         c->weight = peer->weight;
     }
@@ -71,6 +81,7 @@ ngx_llmd_discovered_candidates(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
         p = &sh->peers[k];
 
         if (!p->dynamic || !p->alive || p->role == LLMD_ROLE_PREFILL
+            || ngx_llmd_model_mismatch(p, lp->ctx->model_hash)
             || (lp->tried[k / 64] & ((uint64_t) 1 << (k % 64)))
             || (p->dyn_fails && now - p->dyn_checked <= 10))
         {

@@ -125,6 +125,7 @@ ngx_llmd_redis_apply_heartbeat(ngx_llmd_redis_t *cl, llmd_heartbeat_t *hb,
     p->decode_ms_per_seq = hb->decode_ms_per_seq;
     p->worker_ttft_ms = hb->ttft_ms;
     p->bytes_per_token = hb->bytes_per_token;
+    ngx_llmd_model_learn(p, hb->model);
 
     /* written only when it changes: requests copy it without a lock */
     if (kv_len != p->kv_addr_len
@@ -212,8 +213,13 @@ ngx_llmd_redis_on_heartbeats(redisAsyncContext *ac, void *r, void *privdata)
         p->alive = seen[n] && ngx_current_msec - p->hb_seen <= p->ttl;
     }
 
+    ngx_llmd_model_default(cl->conf);
+
     sh->redis_ok = ngx_current_msec;
     (void) ngx_atomic_fetch_add(&sh->polls, 1);
+
+    /* the heartbeats may show room for queued requests */
+    ngx_llmd_flow_freed(cl->conf);
 }
 
 
@@ -400,6 +406,9 @@ ngx_llmd_redis_apply_event(ngx_llmd_redis_t *cl, llmd_cache_event_t *ev,
 
     p = &sh->peers[slot];
     p->events = 1;
+
+    /* as the requests for its model are (ngx_llmd_model.c) */
+    llmd_prefix_salt(ev->keys, ev->nkeys, p->model_hash);
 
     switch (ev->type) {
 

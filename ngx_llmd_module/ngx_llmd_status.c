@@ -33,8 +33,9 @@ ngx_llmd_age(ngx_msec_t then)
 
 static u_char *
 ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
-    ngx_uint_t first)
+    ngx_uint_t first, ngx_pool_t *pool)
 {
+    size_t             len;
     ngx_uint_t         i;
     ngx_llmd_peer_t   *pr;
     ngx_llmd_shctx_t  *sh;
@@ -80,6 +81,10 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
                         sh->transfer_seq);
     }
 
+    if (conf->flow) {
+        p = ngx_llmd_flow_status_json(p, conf, pool);
+    }
+
     p = ngx_sprintf(p, "\"peers\":[");
 
     for (i = 0; i < sh->npeers; i++) {
@@ -102,6 +107,15 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
                                        pr->prefix_blocks),
                         (double) pr->header_time_ewma / 1000.0,
                         pr->observed_ttft_ms);
+
+        len = pr->model_len;
+        ngx_memory_barrier();
+
+        if (len) {
+            p = ngx_cpymem(p, ",\"model\":\"", 10);
+            p = (u_char *) ngx_escape_json(p, pr->model, len);
+            *p++ = '"';
+        }
 
         if (pr->hb_seen) {
             p = ngx_sprintf(p, ",\"worker\":{\"id\":\"%s\",\"alive\":%s,"
@@ -429,6 +443,7 @@ ngx_llmd_status_handler(ngx_http_request_t *r)
     size = 16384;
     for (i = 0; i < lmcf->upstreams.nelts; i++) {
         size += NGX_LLMD_STATUS_HEAD_MAX + ups[i]->upstream->host.len * 40
+                + ngx_llmd_flow_status_size(ups[i])
                 + ups[i]->sh->npeers * (NGX_LLMD_STATUS_PEER_MAX
                                         + 20 * ups[i]->upstream->host.len);
     }
@@ -442,13 +457,14 @@ ngx_llmd_status_handler(ngx_http_request_t *r)
 
     if (prom) {
         p = ngx_llmd_status_prometheus(p, ups, lmcf->upstreams.nelts);
+        p = ngx_llmd_flow_status_prom(p, ups, lmcf->upstreams.nelts, r->pool);
 
     } else {
         p = ngx_sprintf(p, "{\"upstreams\":[");
 
         for (i = 0; i < lmcf->upstreams.nelts; i++) {
             p = ngx_llmd_status_json(p, &ups[i]->upstream->host, ups[i],
-                                     i == 0);
+                                     i == 0, r->pool);
         }
 
         p = ngx_sprintf(p, "]}\n");

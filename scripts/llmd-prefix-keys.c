@@ -3,12 +3,16 @@
  * one decimal key per line: for tests, and for checking by hand that a
  * worker and the gateway agree.
  *
- *   llmd-prefix-keys [BLOCK_BYTES] < body.json
+ *   llmd-prefix-keys [BLOCK_BYTES [MODEL]] < body.json
+ *
+ * With MODEL, the keys are salted as the gateway's index holds them for
+ * that model (what gateways share as placements).
  */
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "llmd_request.h"
 
@@ -47,6 +51,11 @@ main(int argc, char **argv)
     {
         fprintf(stderr, "%s\n", rq.error);
         return 1;
+    }
+
+    if (argc > 2) {
+        llmd_prefix_salt(keys, rq.prefix.nkeys,
+                         llmd_prefix_model_salt(argv[2], strlen(argv[2])));
     }
 
     for (i = 0; i < rq.prefix.nkeys; i++) {

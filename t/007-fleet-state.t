@@ -299,7 +299,9 @@ END
     redis_cmd('DEL', $GW);
     sleep 0.3;
     my $req2 = own('placed by another gateway');
-    my @keys2 = prefix_keys(body_of($req2));
+    # gateways share their index's keys, salted with the model ('m', the
+    # only one the fleet serves, which requests without one get)
+    my @keys2 = prefix_keys(body_of($req2), 256, 'm');
     my %pl = (v => 1, id => 'other-gateway', addr => $B, type => 1,
               ts => int(time * 1000), bs => 256, keys => [map { 0 + $_ } @keys2]);
     redis_cmd('XADD', 'llmd:default:placements', '*', 'e', $mp->pack(\%pl));

@@ -183,11 +183,13 @@ sub redis_cmd () {
 
 # The gateway's prefix keys for a request body (common/ via a small tool).
 sub prefix_keys () {
-    my ($body, $block) = @_;
+    # with $model: as gateways share them, salted with the model
+    my ($body, $block, $model) = @_;
     my $tool = $ENV{TEST_LLMD_PREFIX_KEYS} || 'build/llmd-prefix-keys';
     my $tmp = servroot() . ".body";
     write_file($tmp, $body);
-    my @keys = split /\n/, `$tool ${\($block || 256)} < $tmp`;
+    my $m = defined $model ? " '$model'" : '';
+    my @keys = split /\n/, `$tool ${\($block || 256)}$m < $tmp`;
     unlink $tmp;
     return @keys;
 }
