@@ -237,7 +237,9 @@ sub prio { my ($st, $p) = @_; (grep { $_->{priority} == $p } @{ $st->{priorities
     unlink servroot() . '/logs/flow.log';
     my $http = backend(0.25) . upstream("        llmd_queue size=50 timeout=20s;\n"
                                        . "        llmd_saturation inflight=1;\n");
-    my %o = (main_config => $main, http_config => $http, config => $locations, workers => 4);
+    # reuseport: the kernel spreads the connections over the processes
+    my %o = (main_config => $main, http_config => $http, config => $locations,
+             workers => 4, listen_opts => 'reuseport');
     is(nginx_start(%o), '', 'nginx started with 4 worker processes');
     my @socks = launch(0.005, map { ["r$_", ''] } 1 .. 8);
     sleep 0.3;
