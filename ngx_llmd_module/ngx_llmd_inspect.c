@@ -16,6 +16,8 @@ static ngx_int_t ngx_llmd_is_json(ngx_http_request_t *r);
 static ngx_int_t ngx_llmd_json_media_type(ngx_str_t *ct);
 static ngx_int_t ngx_llmd_admission(ngx_http_request_t *r,
     ngx_llmd_ctx_t *ctx);
+static ngx_int_t ngx_llmd_admission_decide(ngx_http_request_t *r,
+    ngx_llmd_srv_conf_t *conf, ngx_llmd_ctx_t *ctx);
 
 
 /* yajl's allocator on the request pool: sizes are kept in front of each
@@ -221,6 +223,7 @@ static ngx_int_t
 ngx_llmd_admission(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
 {
     ngx_int_t             rc;
+    ngx_msec_int_t        t0;
     ngx_llmd_srv_conf_t  *conf;
 
     conf = ngx_llmd_location_upstream(r);
@@ -229,6 +232,21 @@ ngx_llmd_admission(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
         ctx->flow_done = 1;
         return NGX_DECLINED;
     }
+
+    /* part of the gateway's decision ($llmd_decision_us) */
+    t0 = ngx_llmd_now_ns();
+    rc = ngx_llmd_admission_decide(r, conf, ctx);
+    ctx->decision_ns += ngx_llmd_now_ns() - t0;
+
+    return rc;
+}
+
+
+static ngx_int_t
+ngx_llmd_admission_decide(ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf,
+    ngx_llmd_ctx_t *ctx)
+{
+    ngx_int_t  rc;
 
     rc = ngx_llmd_model_check(r, conf, ctx);
 

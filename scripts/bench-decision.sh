@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The routing decision measured inside nginx ($llmd_decision_us: body
-# inspection + prefix hashing + scoring + pick), with 64 upstream peers,
-# for 8k-token and 100k-token prompts (4 bytes a token).  Prints p50/p99.
+# inspection + prefix hashing + admission + scoring + pick), with 64
+# upstream peers, for 256-token, 8k-token and 100k-token prompts (4 bytes a
+# token).  Prints p50/p99, once as configured by default and once with flow
+# control on (llmd_queue, not saturated), in the same run.
 #
 #   scripts/bench-decision.sh [requests-per-size]
 set -euo pipefail
@@ -29,6 +31,8 @@ for p in $PEERS; do
 "
 done
 USER_LINE=""; [ "$(id -u)" = 0 ] && USER_LINE="user root;"
+run() {
+FLOW=$1
 mkdir -p "$W/logs" "$W/tmp"
 cat > "$W/nginx.conf" <<END
 load_module $SO;
@@ -45,6 +49,7 @@ http {
     upstream llm {
         llmd;
         llmd_zone llm 64m;
+$FLOW
 $SERVERS    }
     server {
 $LISTENS        access_log off;
@@ -69,9 +74,9 @@ fi
 $PIN_NGINX nginx -p "$W/" -c "$W/nginx.conf"
 sleep 0.5
 
-$PIN_CLIENT /usr/bin/python3 - "$GW" "$N" "$W" <<'PY'
+$PIN_CLIENT /usr/bin/python3 - "$GW" "$N" "$W" "$2" <<'PY'
 import http.client, json, random, statistics, sys
-gw, n, w = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+gw, n, w, label = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 random.seed(1)
 words = "alpha beta gamma delta epsilon zeta eta theta iota kappa".split()
 def prompt(nbytes, group):
@@ -86,7 +91,7 @@ def prompt(nbytes, group):
 conn = http.client.HTTPConnection("127.0.0.1", gw)
 open(w + "/logs/decision.log", "w").close()
 results = {}
-for tokens in (8192, 102400):
+for tokens in (256, 8192, 102400):
     base = prompt(tokens * 4 - 200, 7)
     for i in range(n):
         # 16 shared prefixes, each with its own question
@@ -103,6 +108,14 @@ for tokens in (8192, 102400):
 for tokens, vals in results.items():
     vals = sorted(vals)
     p = lambda q: vals[min(len(vals) - 1, int(q * len(vals)))]
-    print("prompt %6d tokens (%4d KiB), 64 peers: decision p50 %.1f us, p99 %.1f us, max %.1f us (%d requests)"
-          % (tokens, tokens * 4 // 1024, p(0.5), p(0.99), vals[-1], len(vals)))
+    print("%-13s prompt %6d tokens (%4d KiB), 64 peers: decision p50 %.1f us, p99 %.1f us, max %.1f us (%d requests)"
+          % (label, tokens, tokens * 4 // 1024, p(0.5), p(0.99), vals[-1], len(vals)))
 PY
+kill "$(cat "$W/logs/nginx.pid")"
+sleep 0.5
+}
+
+run "" "default"
+# admission on, a limit the benchmark never reaches: the cost of deciding
+# that there is room
+run "        llmd_queue; llmd_saturation inflight=100000;" "flow-control"
