@@ -304,7 +304,7 @@ ngx_llmd_flow_dispatch(ngx_llmd_srv_conf_t *conf)
 {
     uint64_t            models[NGX_LLMD_FLOW_MODELS];
     ngx_uint_t          rooms[NGX_LLMD_FLOW_MODELS];
-    ngx_uint_t          i, m, nmodels, best;
+    ngx_uint_t          i, m, nmodels, best, bm;
     ngx_llmd_flow_t    *f;
     ngx_llmd_shctx_t   *sh;
     ngx_llmd_qentry_t  *e;
@@ -314,6 +314,7 @@ ngx_llmd_flow_dispatch(ngx_llmd_srv_conf_t *conf)
 
     while (sh->queued) {
         best = NGX_LLMD_QUEUE_MAX;
+        bm = NGX_LLMD_FLOW_MODELS;
 
         for (i = 0; i < NGX_LLMD_QUEUE_MAX; i++) {
             e = &sh->queue[i];
@@ -329,19 +330,24 @@ ngx_llmd_flow_dispatch(ngx_llmd_srv_conf_t *conf)
                 /* void */
             }
 
-            if (m == nmodels) {
-                if (nmodels == NGX_LLMD_FLOW_MODELS) {
-                    m = NGX_LLMD_FLOW_MODELS - 1;   /* recomputed */
-                } else {
-                    nmodels++;
+            if (m == nmodels && nmodels == NGX_LLMD_FLOW_MODELS) {
+                /* past the cache: asked afresh, sh->granted keeps it true */
+                if (ngx_llmd_flow_room(conf, e->model)) {
+                    best = i;
+                    bm = NGX_LLMD_FLOW_MODELS;
                 }
+                continue;
+            }
 
+            if (m == nmodels) {
+                nmodels++;
                 models[m] = e->model;
                 rooms[m] = ngx_llmd_flow_room(conf, e->model);
             }
 
             if (rooms[m]) {
                 best = i;
+                bm = m;
             }
         }
 
@@ -352,12 +358,8 @@ ngx_llmd_flow_dispatch(ngx_llmd_srv_conf_t *conf)
         e = &sh->queue[best];
         f = &sh->flows[e->flow];
 
-        for (m = 0; models[m] != e->model; m++) {
-            /* void */
-        }
-
-        if (rooms[m] != NGX_LLMD_FLOW_UNBOUNDED) {
-            rooms[m]--;
+        if (bm < NGX_LLMD_FLOW_MODELS && rooms[bm] != NGX_LLMD_FLOW_UNBOUNDED) {
+            rooms[bm]--;
         }
 
         /* start-time fair queueing: the clock moves to the start tag
