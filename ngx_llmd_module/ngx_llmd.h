@@ -26,7 +26,7 @@
 #define NGX_LLMD_ZONE_MIN_SIZE      (256 * 1024)
 #define NGX_LLMD_BYTES_PER_TOKEN    4       /* rough, for load estimates */
 #define NGX_LLMD_WEIGHT_SCALE       1000    /* weights are fixed point */
-#define NGX_LLMD_ZONE_MAGIC         0x6c6c6d6408    /* layout version */
+#define NGX_LLMD_ZONE_MAGIC         0x6c6c6d6409    /* layout version */
 #define NGX_LLMD_PLACEMENTS         8192    /* ring of picks to share */
 #define NGX_LLMD_STALENESS_BUCKETS  8
 #define NGX_LLMD_PLACEHOLDER        "llmd-discovered-peers"
@@ -34,6 +34,7 @@
 #define NGX_LLMD_FLOWS              128     /* fairness ids remembered */
 #define NGX_LLMD_FLOW_NAME_LEN      48
 #define NGX_LLMD_BANDS              16      /* priorities with counters */
+#define NGX_LLMD_GRANT_MODELS       16      /* models with grant counters */
 #define NGX_LLMD_WAIT_BUCKETS       11      /* wait-time histogram */
 
 typedef enum {
@@ -194,7 +195,8 @@ typedef struct {
     ngx_int_t           priority;
     ngx_uint_t          used;
     ngx_atomic_t        outcomes[NGX_LLMD_ADMIT_NOUTCOMES];
-    ngx_atomic_t        wait_le[NGX_LLMD_WAIT_BUCKETS];     /* queued only */
+    ngx_atomic_t        wait_le[NGX_LLMD_WAIT_BUCKETS + 1]; /* queued only;
+                                                   the last: longer */
     ngx_atomic_t        wait_sum_ms;
 } ngx_llmd_band_t;
 
@@ -221,6 +223,17 @@ typedef struct {
     uint64_t            key;
     uint32_t            slot;
 } ngx_llmd_placement_t;
+
+
+/* Room let go for one model and not yet in a peer's in-flight figure. */
+typedef struct {
+    uint64_t            model;              /* slot 0: any model */
+    ngx_uint_t          entries;            /* GRANTED queue entries */
+    ngx_uint_t          held;               /* requests on their way to a
+                                               pick (ctx->flow_reserved) */
+    ngx_uint_t          held_min;           /* the least since window */
+    ngx_msec_t          window;
+} ngx_llmd_grant_t;
 
 
 typedef struct {
@@ -265,6 +278,7 @@ typedef struct {
     /* flow control, under shpool's mutex (ngx_llmd_flow.c) */
     ngx_uint_t          queued;             /* entries waiting */
     ngx_uint_t          granted;            /* let go, not yet picked */
+    ngx_llmd_grant_t    grants[NGX_LLMD_GRANT_MODELS];
     uint64_t            queue_seq;
     uint64_t            vclock;             /* start tag last dispatched */
     ngx_uint_t          saturated;          /* last finding, for status */
@@ -561,6 +575,7 @@ ngx_int_t ngx_llmd_flow_admit(ngx_http_request_t *r,
     ngx_llmd_srv_conf_t *conf, ngx_llmd_ctx_t *ctx);
 void ngx_llmd_flow_freed(ngx_llmd_srv_conf_t *conf);
 void ngx_llmd_flow_picked(ngx_llmd_srv_conf_t *conf, ngx_llmd_ctx_t *ctx);
+void ngx_llmd_flow_init_process(ngx_cycle_t *cycle);
 ngx_int_t ngx_llmd_flow_init_upstream(ngx_conf_t *cf,
     ngx_llmd_srv_conf_t *conf);
 ngx_uint_t ngx_llmd_flow_saturated(ngx_llmd_srv_conf_t *conf,

@@ -19,7 +19,7 @@
  * fleet state only the in-flight limits count, and the log says so once.
  *
  * Requests that were let go but have not been picked yet count against the
- * room (sh->granted), so processes never admit the same room twice.  The
+ * room (sh->grants, per model), so processes never admit the same room twice.  The
  * queue is dispatched when a response ends (ngx_llmd_flow_freed), when a
  * heartbeat poll ends, and every NGX_LLMD_FLOW_TICK ms in each process
  * that holds waiting requests; that tick also wakes the process's own
@@ -49,11 +49,14 @@ static void ngx_llmd_flow_tick(ngx_event_t *ev);
 
 /* ---- classification: priority and fairness id ------------------------ */
 
+/* add: send the header even when the client sent none */
 static ngx_int_t
-ngx_llmd_flow_set_header(ngx_http_request_t *r, ngx_int_t priority)
+ngx_llmd_flow_set_header(ngx_http_request_t *r, ngx_int_t priority,
+    ngx_uint_t add)
 {
     u_char           *p;
-    ngx_uint_t        i;
+    size_t            len;
+    ngx_uint_t        i, found;
     ngx_list_part_t  *part;
     ngx_table_elt_t  *h;
 
@@ -61,6 +64,9 @@ ngx_llmd_flow_set_header(ngx_http_request_t *r, ngx_int_t priority)
     if (p == NULL) {
         return NGX_ERROR;
     }
+
+    len = ngx_sprintf(p, "%i", priority) - p;
+    found = 0;
 
     part = &r->headers_in.headers.part;
     h = part->elts;
@@ -80,11 +86,15 @@ ngx_llmd_flow_set_header(ngx_http_request_t *r, ngx_int_t priority)
             && ngx_strncasecmp(h[i].key.data, (u_char *) "X-LLMD-Priority",
                                h[i].key.len) == 0)
         {
-            /* the gateway's word, not the client's */
+            /* the gateway's word, not the client's: every copy */
             h[i].value.data = p;
-            h[i].value.len = ngx_sprintf(p, "%i", priority) - p;
-            return NGX_OK;
+            h[i].value.len = len;
+            found = 1;
         }
+    }
+
+    if (found || !add) {
+        return NGX_OK;
     }
 
     h = ngx_list_push(&r->headers_in.headers);
@@ -96,7 +106,7 @@ ngx_llmd_flow_set_header(ngx_http_request_t *r, ngx_int_t priority)
     ngx_str_set(&h->key, "X-LLMD-Priority");
     h->lowcase_key = (u_char *) "x-llmd-priority";
     h->value.data = p;
-    h->value.len = ngx_sprintf(p, "%i", priority) - p;
+    h->value.len = len;
 
     return NGX_OK;
 }
@@ -127,7 +137,8 @@ ngx_llmd_flow_classify(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
     }
 
     if (llcf->priority == NULL) {
-        return NGX_OK;
+        /* no priority of the gateway's: a client's own is not passed on */
+        return ngx_llmd_flow_set_header(r, 0, 0);
     }
 
     if (ngx_http_complex_value(r, llcf->priority, &v) != NGX_OK) {
@@ -152,7 +163,7 @@ ngx_llmd_flow_classify(ngx_http_request_t *r, ngx_llmd_ctx_t *ctx)
 
     ctx->priority = sign * ngx_min(n, 1000000);
 
-    return ngx_llmd_flow_set_header(r, ctx->priority);
+    return ngx_llmd_flow_set_header(r, ctx->priority, 1);
 }
 
 
@@ -195,7 +206,10 @@ ngx_llmd_flow_cleanup(void *data)
             ngx_llmd_flow_release(sh, w->index);
         }
 
-        cln->conf->waiters[w->index] = NULL;
+        if (cln->conf->waiters[w->index] == w) {
+            cln->conf->waiters[w->index] = NULL;
+        }
+
         ngx_queue_remove(&w->queue);
         ctx->waiter = NULL;
         ctx->queue_ms = ngx_current_msec - w->start;
@@ -204,7 +218,7 @@ ngx_llmd_flow_cleanup(void *data)
 
     if (ctx->flow_reserved) {
         ctx->flow_reserved = 0;
-        sh->granted--;
+        ngx_llmd_flow_ungrant(sh, ctx->model_hash, 0);
         ngx_llmd_flow_dispatch(cln->conf);
     }
 
@@ -351,6 +365,8 @@ ngx_llmd_flow_admit(ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf,
 
     ngx_shmtx_lock(&conf->shpool->mutex);
 
+    ngx_llmd_flow_leaks(sh);
+
     if (sh->queued) {
         ngx_llmd_flow_orphans(sh);
     }
@@ -359,7 +375,7 @@ ngx_llmd_flow_admit(ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf,
     sh->saturated = (room == 0);
 
     if (room && !ngx_llmd_flow_ahead(sh, ctx->priority, ctx->model_hash)) {
-        sh->granted++;
+        ngx_llmd_flow_grant(sh, ctx->model_hash, 0);
         ctx->flow_reserved = 1;
         ctx->flow_done = 1;
         ngx_llmd_flow_count(conf, ctx, NGX_LLMD_ADMIT_DIRECT);
@@ -448,7 +464,9 @@ ngx_llmd_flow_settle(ngx_llmd_waiter_t *w)
 
     if (e->seq == w->seq && e->pid == ngx_pid) {
         if (e->state == NGX_LLMD_Q_GRANTED) {
-            /* still in sh->granted: the request's until it is picked */
+            /* still granted: the request's until it is picked */
+            ngx_llmd_flow_ungrant(sh, e->model, 1);
+            ngx_llmd_flow_grant(sh, e->model, 0);
             e->state = NGX_LLMD_Q_FREE;
             ctx->flow_reserved = 1;
 
@@ -457,7 +475,10 @@ ngx_llmd_flow_settle(ngx_llmd_waiter_t *w)
         }
     }
 
-    w->conf->waiters[w->index] = NULL;
+    if (w->conf->waiters[w->index] == w) {
+        w->conf->waiters[w->index] = NULL;
+    }
+
     ngx_queue_remove(&w->queue);
     ctx->waiter = NULL;
     ctx->queue_ms = ngx_current_msec - w->start;
@@ -539,23 +560,28 @@ ngx_llmd_flow_picked(ngx_llmd_srv_conf_t *conf, ngx_llmd_ctx_t *ctx)
 
     ngx_shmtx_lock(&conf->shpool->mutex);
     ctx->flow_reserved = 0;
-    conf->sh->granted--;
+    ngx_llmd_flow_ungrant(conf->sh, ctx->model_hash, 0);
     ngx_shmtx_unlock(&conf->shpool->mutex);
 }
 
 
 /* ---- configuration ---------------------------------------------------- */
 
+/* In each worker process: its cycle's log, not the one configuration
+ * was read under (the old cycle's, after a reload). */
+void
+ngx_llmd_flow_init_process(ngx_cycle_t *cycle)
+{
+    ngx_llmd_flow_tick_ev.handler = ngx_llmd_flow_tick;
+    ngx_llmd_flow_tick_ev.log = cycle->log;
+    ngx_llmd_flow_tick_ev.data = &ngx_llmd_flow_tick_ev;
+    ngx_queue_init(&ngx_llmd_flow_waiters);
+}
+
+
 ngx_int_t
 ngx_llmd_flow_init_upstream(ngx_conf_t *cf, ngx_llmd_srv_conf_t *conf)
 {
-    if (ngx_llmd_flow_tick_ev.handler == NULL) {
-        ngx_llmd_flow_tick_ev.handler = ngx_llmd_flow_tick;
-        ngx_llmd_flow_tick_ev.log = ngx_cycle->log;
-        ngx_llmd_flow_tick_ev.data = &ngx_llmd_flow_tick_ev;
-        ngx_queue_init(&ngx_llmd_flow_waiters);
-    }
-
     if (conf->flow != 1) {
         conf->flow = 0;
         return NGX_OK;

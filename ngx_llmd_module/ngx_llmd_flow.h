@@ -30,6 +30,11 @@ void ngx_llmd_flow_count(ngx_llmd_srv_conf_t *conf, ngx_llmd_ctx_t *ctx,
     ngx_uint_t outcome);
 ngx_uint_t ngx_llmd_flow_id(ngx_llmd_shctx_t *sh, ngx_str_t *name);
 void ngx_llmd_flow_release(ngx_llmd_shctx_t *sh, ngx_uint_t i);
+void ngx_llmd_flow_grant(ngx_llmd_shctx_t *sh, uint64_t model,
+    ngx_uint_t entry);
+void ngx_llmd_flow_ungrant(ngx_llmd_shctx_t *sh, uint64_t model,
+    ngx_uint_t entry);
+void ngx_llmd_flow_leaks(ngx_llmd_shctx_t *sh);
 void ngx_llmd_flow_orphans(ngx_llmd_shctx_t *sh);
 void ngx_llmd_flow_dispatch(ngx_llmd_srv_conf_t *conf);
 ngx_int_t ngx_llmd_flow_slot(ngx_llmd_srv_conf_t *conf, ngx_int_t priority);

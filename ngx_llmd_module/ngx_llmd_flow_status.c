@@ -142,7 +142,8 @@ ngx_llmd_flow_status_json(u_char *p, ngx_llmd_srv_conf_t *conf,
             p = ngx_sprintf(p, "%s%uA", k ? "," : "", b->wait_le[k]);
         }
 
-        p = ngx_sprintf(p, "],\"wait_ms_sum\":%uA}", b->wait_sum_ms);
+        p = ngx_sprintf(p, "],\"wait_ms_longer\":%uA,\"wait_ms_sum\":%uA}",
+                        b->wait_le[NGX_LLMD_WAIT_BUCKETS], b->wait_sum_ms);
     }
 
     p = ngx_sprintf(p, "],\"fairness\":[");
@@ -283,6 +284,8 @@ ngx_llmd_flow_status_prom(u_char *p, ngx_llmd_srv_conf_t **ups, ngx_uint_t n,
                                 "le=\"%.3f\"} %ui\n", name, b->priority,
                                 (double) ngx_llmd_wait_le_ms[k] / 1000.0, cum);
             }
+
+            cum += b->wait_le[NGX_LLMD_WAIT_BUCKETS];
 
             p = ngx_sprintf(p, "llmd_gateway_queue_wait_seconds_bucket"
                             "{upstream=\"%V\",priority=\"%i\",le=\"+Inf\"} "

@@ -313,7 +313,7 @@ ngx_llmd_models_handler(ngx_http_request_t *r)
     uint64_t               *seen;
     ngx_int_t               rc;
     ngx_buf_t              *b;
-    ngx_uint_t              i, k, nseen, npeers;
+    ngx_uint_t              i, k, nseen, npeers, *counts;
     ngx_chain_t             out;
     ngx_llmd_peer_t        *pr;
     ngx_llmd_srv_conf_t   **ups;
@@ -331,9 +331,18 @@ ngx_llmd_models_handler(ngx_http_request_t *r)
     lmcf = ngx_http_get_module_main_conf(r, ngx_llmd_module);
     ups = lmcf->upstreams.elts;
 
+    /* the peers counted once: the Redis mirror may add some meanwhile,
+     * and the buffer is sized for these */
+    counts = ngx_palloc(r->pool, (lmcf->upstreams.nelts + 1)
+                                 * sizeof(ngx_uint_t));
+    if (counts == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     npeers = 0;
     for (i = 0; i < lmcf->upstreams.nelts; i++) {
-        npeers += ups[i]->sh->npeers;
+        counts[i] = ups[i]->sh->npeers;
+        npeers += counts[i];
     }
 
     b = ngx_create_temp_buf(r->pool, 64 + npeers * (6 * LLMD_WIRE_MODEL_MAX
@@ -349,7 +358,7 @@ ngx_llmd_models_handler(ngx_http_request_t *r)
 
     for (i = 0; i < lmcf->upstreams.nelts; i++) {
         /* with stale fleet state: the last known one, as routing uses */
-        for (k = 0; k < ups[i]->sh->npeers; k++) {
+        for (k = 0; k < counts[i]; k++) {
             pr = &ups[i]->sh->peers[k];
 
             if ((!pr->dynamic || pr->alive) && pr->role != LLMD_ROLE_PREFILL) {

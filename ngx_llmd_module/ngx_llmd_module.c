@@ -556,6 +556,8 @@ invalid:
 static ngx_int_t
 ngx_llmd_init_process(ngx_cycle_t *cycle)
 {
+    ngx_llmd_flow_init_process(cycle);
+
     return ngx_llmd_redis_init_process(cycle);
 }
 

@@ -21,6 +21,144 @@ const ngx_uint_t ngx_llmd_wait_le_ms[NGX_LLMD_WAIT_BUCKETS] = {
 };
 
 
+/* The grant counters of a model: its own, a free slot, or slot 0, which
+ * every model's room counts (a request naming no model, or too many). */
+static ngx_llmd_grant_t *
+ngx_llmd_flow_grants(ngx_llmd_shctx_t *sh, uint64_t model)
+{
+    ngx_uint_t         i;
+    ngx_llmd_grant_t  *g, *spare;
+
+    if (model == 0) {
+        return &sh->grants[0];
+    }
+
+    spare = NULL;
+
+    for (i = 1; i < NGX_LLMD_GRANT_MODELS; i++) {
+        g = &sh->grants[i];
+
+        if (g->model == model) {
+            return g;
+        }
+
+        if (spare == NULL && g->entries == 0 && g->held == 0) {
+            spare = g;
+        }
+    }
+
+    if (spare == NULL) {
+        return &sh->grants[0];
+    }
+
+    spare->model = model;
+    spare->held_min = 0;
+    spare->window = ngx_current_msec;
+
+    return spare;
+}
+
+
+/* Room let go for requests to this model and not yet picked. */
+static ngx_uint_t
+ngx_llmd_flow_granted(ngx_llmd_shctx_t *sh, uint64_t model)
+{
+    ngx_uint_t         i;
+    ngx_llmd_grant_t  *g;
+
+    if (model == 0) {
+        return sh->granted;
+    }
+
+    g = &sh->grants[0];
+
+    for (i = 1; i < NGX_LLMD_GRANT_MODELS; i++) {
+        if (sh->grants[i].model == model) {
+            return g->entries + g->held + sh->grants[i].entries
+                   + sh->grants[i].held;
+        }
+    }
+
+    return g->entries + g->held;
+}
+
+
+/* entry: a GRANTED queue entry; else a request on its way to a pick. */
+void
+ngx_llmd_flow_grant(ngx_llmd_shctx_t *sh, uint64_t model, ngx_uint_t entry)
+{
+    ngx_llmd_grant_t  *g;
+
+    g = ngx_llmd_flow_grants(sh, model);
+
+    if (entry) {
+        g->entries++;
+
+    } else {
+        g->held++;
+    }
+
+    sh->granted++;
+}
+
+
+void
+ngx_llmd_flow_ungrant(ngx_llmd_shctx_t *sh, uint64_t model, ngx_uint_t entry)
+{
+    ngx_llmd_grant_t  *g;
+
+    g = ngx_llmd_flow_grants(sh, model);
+
+    if (entry && g->entries) {
+        g->entries--;
+
+    } else if (!entry && g->held) {
+        g->held--;
+        g->held_min = ngx_min(g->held_min, g->held);
+
+    } else {
+        return;     /* released as leaked already */
+    }
+
+    if (sh->granted) {
+        sh->granted--;
+    }
+}
+
+
+/* A request holds its grant for the moment between admission and its
+ * pick, within one event; a process that died in between holds it for
+ * ever.  So what was held all through NGX_LLMD_FLOW_ORPHAN ms is let go. */
+void
+ngx_llmd_flow_leaks(ngx_llmd_shctx_t *sh)
+{
+    ngx_uint_t         i;
+    ngx_llmd_grant_t  *g;
+
+    for (i = 0; i < NGX_LLMD_GRANT_MODELS; i++) {
+        g = &sh->grants[i];
+
+        if ((ngx_msec_int_t) (ngx_current_msec - g->window)
+            < NGX_LLMD_FLOW_ORPHAN)
+        {
+            continue;
+        }
+
+        if (g->held_min) {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "llmd: %ui admission grants held for %d ms "
+                          "released (a worker process died?)",
+                          g->held_min, NGX_LLMD_FLOW_ORPHAN);
+            g->held -= g->held_min;
+            sh->granted -= ngx_min(sh->granted, g->held_min);
+        }
+
+        g->held_min = g->held;
+        g->window = ngx_current_msec;
+    }
+}
+
+
 /* How many more requests the peer takes now; UNBOUNDED without a limit. */
 static ngx_uint_t
 ngx_llmd_flow_peer_room(ngx_llmd_srv_conf_t *conf, ngx_llmd_peer_t *p,
@@ -105,7 +243,9 @@ ngx_llmd_flow_room(ngx_llmd_srv_conf_t *conf, uint64_t model)
         return NGX_LLMD_FLOW_UNBOUNDED;     /* nothing known: the pick says */
     }
 
-    return room > sh->granted ? room - sh->granted : 0;
+    n = ngx_llmd_flow_granted(sh, model);
+
+    return room > n ? room - n : 0;
 }
 
 
@@ -170,7 +310,7 @@ ngx_llmd_flow_count(ngx_llmd_srv_conf_t *conf, ngx_llmd_ctx_t *ctx,
         return;
     }
 
-    for (b = 0; b < NGX_LLMD_WAIT_BUCKETS - 1; b++) {
+    for (b = 0; b < NGX_LLMD_WAIT_BUCKETS; b++) {
         if (ctx->queue_ms <= ngx_llmd_wait_le_ms[b]) {
             break;
         }
@@ -239,7 +379,7 @@ ngx_llmd_flow_release(ngx_llmd_shctx_t *sh, ngx_uint_t i)
         sh->flows[e->flow].waiting--;
 
     } else if (e->state == NGX_LLMD_Q_GRANTED) {
-        sh->granted--;
+        ngx_llmd_flow_ungrant(sh, e->model, 1);
     }
 
     e->state = NGX_LLMD_Q_FREE;
@@ -368,7 +508,7 @@ ngx_llmd_flow_dispatch(ngx_llmd_srv_conf_t *conf)
         f->vtime++;
         f->waiting--;
         sh->queued--;
-        sh->granted++;
+        ngx_llmd_flow_grant(sh, e->model, 1);
         e->state = NGX_LLMD_Q_GRANTED;
 
         ngx_llmd_flow_wake(conf, best);

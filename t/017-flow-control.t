@@ -281,5 +281,46 @@ sub prio { my ($st, $p) = @_; (grep { $_->{priority} == $p } @{ $st->{priorities
     section_clean('redis down');
 }
 
+# --- 9. X-LLMD-Priority is the gateway's word: every copy a client sent
+# says the priority the gateway gave, and without llmd_priority a client's
+# own is not passed on
+{
+    my $http = <<"END";
+    server {
+        listen $B1;
+        location / { echo \$echo_client_request_headers; }
+    }
+    upstream llm {
+        llmd;
+        server $B1;
+    }
+END
+    my $loc = <<'END';
+    location /v1/ {
+        llmd_priority $http_x_priority;
+        proxy_pass http://llm;
+    }
+    location /plain/ {
+        proxy_pass http://llm/v1/;
+    }
+END
+    is(nginx_start(main_config => $main, http_config => $http, config => $loc),
+       '', 'nginx started');
+    my $res = nginx_request(completion('p1'),
+        "X-Priority: 3\nX-LLMD-Priority: 99\nX-LLMD-Priority: 98\n");
+    my @seen = $res->{body} =~ /^X-LLMD-Priority:\s*(\S+)\r?$/mig;
+    is("@seen", '3 3', 'both client copies replaced by the gateway priority');
+    $res = nginx_request(completion('p2'), "X-Priority: -2\n");
+    @seen = $res->{body} =~ /^X-LLMD-Priority:\s*(\S+)\r?$/mig;
+    is("@seen", '-2', 'added when the client sent none, sign kept');
+    (my $plain = completion('p3')) =~ s{^POST /v1/}{POST /plain/};
+    $res = nginx_request($plain, "X-LLMD-Priority: 99\n");
+    @seen = $res->{body} =~ /^X-LLMD-Priority:\s*(\S+)\r?$/mig;
+    is("@seen", '0', 'no llmd_priority: the client\'s own priority is not passed on');
+    $res = nginx_request($plain);
+    unlike($res->{body}, qr/X-LLMD-Priority/i, 'and none is added');
+    section_clean('priority header');
+}
+
 nginx_stop();
 done_testing();
