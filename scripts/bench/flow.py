@@ -360,6 +360,17 @@ def report(results, out):
             lines.append("- goodput at %.0f%%: llmd-flow / llmd without flow "
                          "control = %.2f× (goal ≥ 1.5×)"
                          % (float(sp) * 100, a["goodput_rps"] / b["goodput_rps"]))
+            # the most any policy could reach: every request within its SLO
+            met = sum(b[c]["met_slo"] for c in CLASSES)
+            sent = sum(b[c]["sent"] for c in CLASSES)
+            if met:
+                ceil = b["goodput_rps"] * sent / met
+                lines.append("  - ceiling (all %d requests within their SLO): "
+                             "%.2f/s = %.2f× llmd's; llmd without flow control "
+                             "already meets %d of them (%s)"
+                             % (sent, ceil, ceil / b["goodput_rps"], met,
+                                ", ".join("%s %d/%d" % (c, b[c]["met_slo"], b[c]["sent"])
+                                          for c in CLASSES)))
     a = fl("2.0", "llmd-flow")
     if a and base and base["interactive"]["ttft_p99_ms"]:
         lines.append("- interactive TTFT p99 at 200%% / at 50%% (llmd-flow) = "
@@ -377,8 +388,40 @@ def report(results, out):
                          "failed interactive %d, batch %d; misroutes %d"
                          % (float(sp) * 100, a["jain"], a["interactive"]["failed"],
                             a["batch"]["failed"], a["misroutes"]))
+    lines += ["", "![goodput and interactive TTFT p99](flow.png)"]
     with open(os.path.join(out, "REPORT.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
+    plot(results, out)
+
+
+def plot(results, out):
+    """flow.png: goodput and interactive TTFT p99 per spike and policy."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rungs = results["rungs"]
+    spikes = sorted(rungs, key=float)
+    pol = [p for p in UPSTREAMS if any(p in r for r in rungs.values())]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for p in pol:
+        xs = [float(sp) * 100 for sp in spikes if p in rungs[sp]]
+        ax1.plot(xs, [rungs[sp][p]["goodput_rps"] for sp in spikes if p in rungs[sp]],
+                 marker="o", label=p)
+        ax2.plot(xs, [rungs[sp][p]["interactive"]["ttft_p99_ms"] or float("nan")
+                      for sp in spikes if p in rungs[sp]], marker="o", label=p)
+    ax1.set(xlabel="spike, % of fleet capacity", ylabel="goodput, requests/s",
+            title="requests meeting their SLO")
+    ax2.set(xlabel="spike, % of fleet capacity", ylabel="ms", yscale="log",
+            title="interactive TTFT p99")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+    ax1.legend()
+    fig.suptitle("spiky multi-tenant, capacity %.1f req/s (%s)"
+                 % (results["capacity_rps"], results["build"].get("commit")))
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "flow.png"), dpi=90)
+    plt.close(fig)
 
 
 def main():
@@ -427,7 +470,7 @@ def main():
                     gw.stop()
                 s = summarize(args, recs, spike)
                 rung[policy] = s
-                with open(os.path.join(args.out, "requests-%s-%s.jsonl"
+                with open(os.path.join(work, "requests-%s-%s.jsonl"
                                        % (spike, policy)), "w") as f:
                     for r in recs:
                         f.write(json.dumps(r) + "\n")
