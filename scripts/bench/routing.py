@@ -50,6 +50,11 @@ POLICIES = {
                     "llmd_predict off;\nSERVERS",
     "llmd": "llmd;\nllmd_zone llm 32m;\nllmd_redis unix:REDIS interval=50ms;\n"
             "llmd_predict on;\nSERVERS",
+    # precise routing with flow control: requests wait at the gateway while
+    # every worker has max_batch requests in flight (llmd_saturation auto)
+    "llmd-flow": "llmd;\nllmd_zone llm 32m;\nllmd_redis unix:REDIS interval=50ms;\n"
+                 "llmd_predict off;\nllmd_queue size=1000 timeout=30s;\n"
+                 "llmd_saturation inflight=auto;\nSERVERS",
     "llm-d-ref": "llmd;\nllmd_policy llm-d;\nllmd_zone llm 32m;\nSERVERS",
     "dynamo-ref": "llmd;\nllmd_policy dynamo;\nllmd_zone llm 32m;\nSERVERS",
 }
