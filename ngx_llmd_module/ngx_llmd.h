@@ -475,6 +475,22 @@ ngx_llmd_now_ns(void)
     return (ngx_msec_int_t) ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/*
+ * Milliseconds since a time another process wrote into the zone.  Each
+ * process's ngx_current_msec is cached once per event loop turn, so a
+ * stamp just written by a busier process can be ahead of ours: that is
+ * "now", not 49 days ago.
+ */
+static ngx_inline ngx_msec_t
+ngx_llmd_since(ngx_msec_t then)
+{
+    ngx_msec_int_t  d;
+
+    d = (ngx_msec_int_t) (ngx_current_msec - then);
+
+    return d > 0 ? (ngx_msec_t) d : 0;
+}
+
 /* ngx_llmd_balancer.c */
 ngx_int_t ngx_llmd_init_upstream(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us);

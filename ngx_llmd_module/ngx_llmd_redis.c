@@ -423,7 +423,7 @@ ngx_llmd_redis_state_log(ngx_llmd_redis_t *cl)
     if (sh->redis_ok == 0) {
         state = NGX_LLMD_REDIS_WAITING;
 
-    } else if (ngx_current_msec - sh->redis_ok > rc->stale) {
+    } else if (ngx_llmd_since(sh->redis_ok) > rc->stale) {
         state = NGX_LLMD_REDIS_STALE;
 
     } else {
@@ -542,7 +542,7 @@ ngx_llmd_redis_tick(ngx_event_t *ev)
         /* take over when nobody owns the mirror or its owner went silent
          * (died, or exited on reload) */
         if (owner == 0
-            || ngx_current_msec - sh->owner_beat
+            || ngx_llmd_since(sh->owner_beat)
                > 3 * cl->conf->redis->interval + 1000)
         {
             if (ngx_atomic_cmp_set(&sh->owner_pid, owner, ngx_pid)) {

@@ -196,7 +196,7 @@ ngx_llmd_redis_on_heartbeats(redisAsyncContext *ac, void *r, void *privdata)
         n = ngx_llmd_zone_find_peer(cl->conf, (u_char *) hb.addr,
                                     ngx_strlen(hb.addr));
         if ((ngx_int_t) n >= 0
-            && ngx_current_msec - sh->peers[n].hb_seen > NGX_LLMD_REDIS_FORGET)
+            && ngx_llmd_since(sh->peers[n].hb_seen) > NGX_LLMD_REDIS_FORGET)
         {
             redisAsyncCommand(ac, NULL, NULL, "HDEL %s %b",
                               cl->conf->redis->hb_key, f->str, f->len);
@@ -210,7 +210,7 @@ ngx_llmd_redis_on_heartbeats(redisAsyncContext *ac, void *r, void *privdata)
             continue;   /* never published: a plain server line */
         }
 
-        p->alive = seen[n] && ngx_current_msec - p->hb_seen <= p->ttl;
+        p->alive = seen[n] && ngx_llmd_since(p->hb_seen) <= p->ttl;
     }
 
     ngx_llmd_model_default(cl->conf);

@@ -27,7 +27,7 @@ ngx_llmd_ratio(ngx_atomic_uint_t a, ngx_atomic_uint_t b)
 static ngx_msec_t
 ngx_llmd_age(ngx_msec_t then)
 {
-    return then ? ngx_current_msec - then : 0;
+    return then ? ngx_llmd_since(then) : 0;
 }
 
 

@@ -40,7 +40,7 @@ ngx_uint_t
 ngx_llmd_redis_fresh(ngx_llmd_srv_conf_t *conf)
 {
     return conf->redis && conf->sh->redis_ok
-           && ngx_current_msec - conf->sh->redis_ok <= conf->redis->stale;
+           && ngx_llmd_since(conf->sh->redis_ok) <= conf->redis->stale;
 }
 
 

@@ -37,14 +37,43 @@ MIRROR=${MIRROR:-http://deb.debian.org/debian}
 MIRROR=${MIRROR%/}
 SECURITY=${MIRROR%/debian}/debian-security
 
+# Every mount point under $1, deepest first (mountinfo's fifth field, with
+# its octal escapes undone).
+mounts_under() {
+    local dir=$1
+    awk '{ print $5 }' /proc/self/mountinfo | while read -r m; do
+        m=$(printf '%b' "$m")
+        case $m in "$dir"|"$dir"/*) echo "$m" ;; esac
+    done | sort -r
+}
+
+# Removes a root left by this script, never through a mount: a root from a
+# run that was killed can still hold the host's /proc, /sys and /dev, and
+# `rm -rf` across those would delete the host's own device nodes.  Returns 1
+# (and removes nothing) when a mount would not go.
+remove_root() {
+    local dir=$1 m
+    [ -e "$dir" ] || return 0
+    kill_in_root "$dir"
+    mounts_under "$dir" | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    if [ -n "$(mounts_under "$dir")" ]; then
+        echo "fresh-machine: $dir still holds mounts; leaving it" >&2
+        return 1
+    fi
+    rm -rf --one-file-system "$dir"
+}
+
+# whatever a test left running in a root holds its mounts
+kill_in_root() {
+    local p
+    for p in /proc/[0-9]*; do
+        [ "$(readlink "$p/root" 2>/dev/null)" = "$1" ] && kill -9 "${p#/proc/}" 2>/dev/null || true
+    done
+}
+
 mounts=()
 cleanup() {
-    local p
-    # whatever a test left running in the root holds its mounts
-    for p in /proc/[0-9]*; do
-        [ -n "${root:-}" ] && [ "$(readlink "$p/root" 2>/dev/null)" = "$root" ] \
-            && kill -9 "${p#/proc/}" 2>/dev/null || true
-    done
+    [ -n "${root:-}" ] && kill_in_root "$root"
     for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount -l "${mounts[i]}" 2>/dev/null || true; done
     mounts=()
 }
@@ -52,14 +81,49 @@ trap cleanup EXIT
 
 bind() { mkdir -p "$2"; mount --bind "$1" "$2"; mounts+=("$2"); }
 
+# A /dev of the root's own (a tmpfs with the usual nodes), so that nothing
+# done in the root, or to it, reaches the host's; the host's is bound only
+# where nodes cannot be made.
+make_dev() {
+    local dev=$1/dev
+    mkdir -p "$dev"
+    mount -t tmpfs -o mode=755,nosuid tmpfs "$dev"; mounts+=("$dev")
+    if mknod -m 666 "$dev/null" c 1 3 2>/dev/null && : > "$dev/null" 2>/dev/null; then
+        mknod -m 666 "$dev/zero" c 1 5; mknod -m 666 "$dev/full" c 1 7
+        mknod -m 666 "$dev/random" c 1 8; mknod -m 666 "$dev/urandom" c 1 9
+        mknod -m 666 "$dev/tty" c 5 0
+        ln -s /proc/self/fd "$dev/fd"; ln -s /proc/self/fd/0 "$dev/stdin"
+        ln -s /proc/self/fd/1 "$dev/stdout"; ln -s /proc/self/fd/2 "$dev/stderr"
+        mkdir -p "$dev/pts" "$dev/shm"
+        bind /dev/pts "$dev/pts"; ln -s pts/ptmx "$dev/ptmx"
+    else
+        umount -l "$dev"; unset 'mounts[${#mounts[@]}-1]'
+        bind /dev "$dev"; bind /dev/pts "$dev/pts"
+    fi
+    mount -t tmpfs tmpfs "$dev/shm"; mounts+=("$dev/shm")
+    [ -c "$dev/null" ] || { echo "fresh-machine: no usable /dev/null for the root" >&2; return 1; }
+}
+
 # one debootstrap, copied for each layout
 BASE=$WORK/base
-if [ ! -f "$BASE/.complete" ]; then
-    rm -rf "$BASE"; mkdir -p "$WORK"
+# a base is kept between runs only while it looks whole
+base_ok() {
+    [ -f "$BASE/.complete" ] && [ -x "$BASE/usr/bin/env" ] && [ -x "$BASE/usr/bin/apt-get" ] \
+        && [ -x "$BASE/usr/bin/dpkg" ] && [ -z "$(mounts_under "$BASE")" ]
+}
+# roots of earlier runs that were cut short
+for old in "$WORK"/root.* "$WORK"/deb822 "$WORK"/classic "$WORK"/both; do
+    [ -e "$old" ] && { remove_root "$old" || true; }
+done
+if ! base_ok; then
+    remove_root "$BASE" || exit 3
+    mkdir -p "$WORK"
     echo "fresh-machine: debootstrap --variant=minbase $SUITE from $MIRROR"
     debootstrap --variant=minbase "$SUITE" "$BASE" "$MIRROR" > "$WORK/debootstrap.log" 2>&1 \
         || { tail -20 "$WORK/debootstrap.log"; echo "fresh-machine: debootstrap failed" >&2; exit 3; }
+    mounts_under "$BASE" | while read -r m; do umount -l "$m" 2>/dev/null || true; done
     touch "$BASE/.complete"
+    base_ok || { echo "fresh-machine: debootstrap left an incomplete root" >&2; exit 3; }
 fi
 
 write_layout() {
@@ -94,13 +158,19 @@ END
     fi
 }
 
+# Builds a new root for a layout in $root; 1 when it cannot (the machine's
+# fault, not the project's).
+build_root() {
+    local layout=$1
+    root=$(mktemp -d "$WORK/root.XXXXXX") || return 1
+    cp -a "$BASE/." "$root/" || { echo "fresh-machine: [$layout] copying the base failed" >&2; return 1; }
+    write_layout "$root" "$layout"
+}
+
 run_layout() {
     local layout=$1
-    root=$WORK/$1
     echo "fresh-machine: [$layout] new root"
-    rm -rf "$root"
-    cp -a "$BASE" "$root"
-    write_layout "$root" "$layout"
+    build_root "$layout" || return 3
 
     # the machine's setup: DNS, hosts and private CAs
     cp -L /etc/resolv.conf "$root/etc/resolv.conf"
@@ -115,8 +185,7 @@ run_layout() {
     [ -d "$TOP/../shared" ] && cp -a "$TOP/../shared" "$root/root/shared"
 
     bind /proc "$root/proc"; bind /sys "$root/sys"
-    bind /dev "$root/dev"; bind /dev/pts "$root/dev/pts"
-    mount -t tmpfs tmpfs "$root/dev/shm"; mounts+=("$root/dev/shm")
+    make_dev "$root" || { cleanup; return 3; }
     mount -t tmpfs tmpfs "$root/tmp"; mounts+=("$root/tmp")
 
     in_root() {
@@ -138,7 +207,7 @@ run_layout() {
     if [ $rc != 0 ]; then
         echo "fresh-machine: [$layout] bash .ci/run FAILED (rc $rc, log $WORK/$layout-ci.log)"
         tail -60 "$WORK/$layout-ci.log"
-        cleanup; return 1
+        cleanup; remove_root "$root" || true; return 1
     fi
     echo "fresh-machine: [$layout] bash .ci/run passed in $((SECONDS - t0)) s"
 
@@ -149,17 +218,27 @@ run_layout() {
     if [ $rc != 0 ]; then
         echo "fresh-machine: [$layout] make demo FAILED (rc $rc, log $WORK/$layout-demo.log)"
         tail -40 "$WORK/$layout-demo.log"
-        cleanup; return 1
+        cleanup; remove_root "$root" || true; return 1
     fi
     echo "fresh-machine: [$layout] make demo passed in $((SECONDS - t0)) s"
     cleanup
-    rm -rf "$root"
+    remove_root "$root" || true
 }
 
-failed=0
+# a layout whose root could not be built is the machine's fault: it is
+# skipped, loudly; when none could be, exit 3 lets the caller test here
+failed=0 built=0
 for layout in "${LAYOUTS[@]}"; do
     case $layout in deb822|classic|both) ;; *) echo "unknown layout $layout" >&2; exit 2 ;; esac
-    run_layout "$layout" || failed=1
+    rc=0
+    run_layout "$layout" || rc=$?
+    case $rc in
+        0) built=1 ;;
+        3) echo "fresh-machine: [$layout] SKIPPED: no root could be built" >&2; cleanup
+           [ -n "${root:-}" ] && { remove_root "$root" || true; } ;;
+        *) built=1; failed=1 ;;
+    esac
 done
+[ $built = 1 ] || exit 3
 [ $failed = 0 ] && echo "fresh-machine: ${LAYOUTS[*]}: both commands passed"
 exit $failed
