@@ -17,8 +17,8 @@ NGX_VERSION  := $(shell dpkg-query -W -f '$${Version}' nginx 2>/dev/null)
 CC           ?= cc
 CFLAGS_COMMON = -std=gnu11 -Wall -Wextra -Werror -O2 -g
 SANITIZE      = -fsanitize=address,undefined -fno-omit-frame-pointer
-COMMON_SRCS   = common/llmd_prefix.c common/llmd_request.c common/llmd_wire.c
-COMMON_HDRS   = common/llmd_prefix.h common/llmd_request.h common/llmd_wire.h
+COMMON_SRCS   = common/llmd_canon.c common/llmd_prefix.c common/llmd_request.c common/llmd_wire.c
+COMMON_HDRS   = common/llmd_canon.h common/llmd_prefix.h common/llmd_request.h common/llmd_wire.h
 MODULE_SRCS   = $(wildcard ngx_llmd_module/*.c ngx_llmd_module/*.h) \
                 $(COMMON_SRCS) $(COMMON_HDRS)
 MODULE_SO     = $(BUILD)/ngx/ngx_llmd_module.so

@@ -83,31 +83,17 @@ fail(llmd_request_t *rq, const char *param, const char *message)
 }
 
 
+/* the canonical form's sink: the prefix hasher, and the caller's */
 static void
-emit(llmd_request_t *rq, const void *data, size_t len)
+canon_write(void *ctx, const void *data, size_t len)
 {
+    llmd_request_t  *rq = ctx;
+
     llmd_prefix_update(&rq->prefix, data, len);
-}
 
-
-static void
-emit_byte(llmd_request_t *rq, unsigned char c)
-{
-    llmd_prefix_update(&rq->prefix, &c, 1);
-}
-
-
-static void
-emit_token(llmd_request_t *rq, long long token)
-{
-    unsigned char  b[4];
-    uint32_t       t = (uint32_t) token;
-
-    b[0] = t & 0xff;
-    b[1] = (t >> 8) & 0xff;
-    b[2] = (t >> 16) & 0xff;
-    b[3] = (t >> 24) & 0xff;
-    emit(rq, b, 4);
+    if (rq->out) {
+        rq->out->write(rq->out->ctx, data, len);
+    }
 }
 
 
@@ -155,7 +141,7 @@ root_value(llmd_request_t *rq, value_type_t type, const unsigned char *s,
     case K_PROMPT:
         rq->has_prompt = 1;
         if (type == V_STRING) {
-            emit(rq, s, len);
+            llmd_canon_text(&rq->canon, s, len);
             return 1;
         }
         if (type == V_ARRAY) {
@@ -227,7 +213,7 @@ message_value(llmd_request_t *rq, value_type_t type, const unsigned char *s,
 
     case K_CONTENT:
         if (type == V_STRING) {
-            emit(rq, s, len);
+            llmd_canon_text(&rq->canon, s, len);
             return 1;
         }
         if (type == V_NULL) {
@@ -274,12 +260,11 @@ on_value(llmd_request_t *rq, value_type_t type, const unsigned char *s,
 
     case F_PROMPT:
         if (type == V_STRING) {
-            emit(rq, s, len);
-            emit_byte(rq, LLMD_SEP_RS);
+            llmd_canon_prompt_item(&rq->canon, s, len);
             return 1;
         }
         if (type == V_INT) {
-            emit_token(rq, i);
+            llmd_canon_token(&rq->canon, (uint32_t) i);
             return 1;
         }
         if (type == V_ARRAY) {
@@ -293,7 +278,7 @@ on_value(llmd_request_t *rq, value_type_t type, const unsigned char *s,
             return fail(rq, "prompt", "token arrays in 'prompt' must hold "
                         "integers");
         }
-        emit_token(rq, i);
+        llmd_canon_token(&rq->canon, (uint32_t) i);
         return 1;
 
     case F_MESSAGES:
@@ -311,16 +296,14 @@ on_value(llmd_request_t *rq, value_type_t type, const unsigned char *s,
             return push(rq, F_PART);
         }
         if (type == V_STRING) {
-            emit(rq, s, len);
-            emit_byte(rq, LLMD_SEP_GS);
+            llmd_canon_part(&rq->canon, s, len);
             return 1;
         }
         return fail(rq, "messages", "content parts must be objects");
 
     case F_PART:
         if (rq->key[rq->depth] == K_TEXT && type == V_STRING) {
-            emit(rq, s, len);
-            emit_byte(rq, LLMD_SEP_GS);
+            llmd_canon_part(&rq->canon, s, len);
             return 1;
         }
         break;
@@ -442,9 +425,7 @@ on_end_container(void *ctx)
     llmd_request_t  *rq = ctx;
 
     if (rq->frame[rq->depth] == F_MESSAGE) {
-        emit_byte(rq, LLMD_SEP_US);
-        emit(rq, rq->role, rq->role_len);
-        emit_byte(rq, LLMD_SEP_RS);
+        llmd_canon_message_end(&rq->canon, rq->role, rq->role_len);
         rq->nmessages++;
     }
 
@@ -480,6 +461,8 @@ llmd_request_init(llmd_request_t *rq, const llmd_allocator_t *alloc,
     rq->stream = -1;
     rq->depth = -1;
     rq->alloc = *alloc;
+    rq->canon.write = canon_write;
+    rq->canon.ctx = rq;
 
     llmd_prefix_init(&rq->prefix, block_size, max_blocks, block, keys);
 
@@ -533,6 +516,13 @@ check(llmd_request_t *rq, yajl_status st, const unsigned char *data,
     yajl_free_error(rq->parser, msg);
 
     return rq->status;
+}
+
+
+void
+llmd_request_set_sink(llmd_request_t *rq, const llmd_canon_sink_t *out)
+{
+    rq->out = out;
 }
 
 

@@ -1,16 +1,8 @@
 /*
  * Request inspection: a streaming pass over an OpenAI-style JSON body that
  * pulls out the fields routing needs and feeds the canonical prompt bytes
- * to a prefix hasher, without building a DOM or copying the body.
- *
- * Canonical prompt bytes (version 1, see LLMD_PREFIX_SEED):
- *   prompt "text"             -> the text
- *   prompt ["a", "b"]         -> "a" RS "b" RS
- *   prompt [1, 2] / [[1, 2]]  -> each token id as 4 little-endian bytes
- *   messages [{role, content}] -> per message: content text (parts joined
- *                                 by GS), then US role RS.
- * The role goes last so that the bytes do not depend on key order inside
- * a message, which lets the parser stream without buffering content.
+ * (llmd_canon.h) to a prefix hasher, without building a DOM or copying
+ * the body; and, when asked, to a sink of the caller's too.
  *
  * Plain C; memory comes from the caller's allocator (nginx passes its
  * request pool, workers pass libc).
@@ -22,15 +14,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "llmd_canon.h"
 #include "llmd_prefix.h"
-
-#define LLMD_SEP_RS         0x1e    /* ends a prompt item or a message */
-#define LLMD_SEP_US         0x1f    /* separates content from role */
-#define LLMD_SEP_GS         0x1d    /* ends a content part */
 
 #define LLMD_MODEL_MAX      128
 #define LLMD_USER_MAX       128
-#define LLMD_ROLE_MAX       32
 #define LLMD_ERROR_MAX      256
 #define LLMD_DEPTH_MAX      64
 
@@ -72,12 +60,17 @@ typedef struct {
     char                  role[LLMD_ROLE_MAX];
     size_t                role_len;
     unsigned              seen_root:1;
+    llmd_canon_sink_t     canon;            /* to prefix, then to out */
+    const llmd_canon_sink_t  *out;
 } llmd_request_t;
 
 /* block/keys as for llmd_prefix_init(). */
 llmd_req_status_t llmd_request_init(llmd_request_t *rq,
     const llmd_allocator_t *alloc, size_t block_size, size_t max_blocks,
     unsigned char *block, uint64_t *keys);
+
+/* The canonical bytes go to out as well (after init, before feeding). */
+void llmd_request_set_sink(llmd_request_t *rq, const llmd_canon_sink_t *out);
 
 /* Feed the next piece of the body; pieces may split anything anywhere. */
 llmd_req_status_t llmd_request_feed(llmd_request_t *rq, const void *data,

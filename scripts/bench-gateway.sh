@@ -124,7 +124,7 @@ done
 
 echo
 echo "prompt inspection alone (common/, one core):"
-cc -O2 -Icommon scripts/bench/inspect_bench.c common/llmd_prefix.c common/llmd_request.c \
+cc -O2 -Icommon scripts/bench/inspect_bench.c common/llmd_canon.c common/llmd_prefix.c common/llmd_request.c \
    -lyajl -lxxhash -o "$W/inspect_bench"
 taskset -c 0 "$W/inspect_bench" 1024 200000
 taskset -c 0 "$W/inspect_bench" 65536 5000

@@ -711,12 +711,12 @@ void publisher_start(struct publisher *p)
     connect_now(p);
 }
 
-struct prefix_claim *publisher_claim(struct publisher *p, const void *body,
+struct prefix_claim *publisher_claim(struct publisher *p, const void *canon,
     size_t len, const int32_t *prompt, int n_prompt)
 {
     struct prefix_claim *c;
 
-    c = prefix_claim_new(body, len, prompt, n_prompt, p->prefix_block,
+    c = prefix_claim_new(canon, len, prompt, n_prompt, p->prefix_block,
                          p->block_tokens, LLMD_PREFIX_MAX_BLOCKS_DEFAULT);
 
     /* gateways count prompts in bytes; this tells them how many bytes make

@@ -37,8 +37,9 @@ struct publisher *publisher_new(struct event_base *base,
 void publisher_start(struct publisher *p);
 
 /* At parse time: the request's claim on the gateway's prefix keys (NULL
- * when it has none).  Cheap: one pass over the body and the prompt. */
-struct prefix_claim *publisher_claim(struct publisher *p, const void *body,
+ * when it has none), from its canonical prompt bytes (api_request.canon).
+ * Cheap: one pass over those bytes and the prompt. */
+struct prefix_claim *publisher_claim(struct publisher *p, const void *canon,
     size_t len, const int32_t *prompt, int n_prompt);
 
 /* The claim's prompt blocks are computed and cached: advertise it.  Takes

@@ -3,7 +3,7 @@
  *
  * It is deterministic and needs no vocabulary file, and since a token is a
  * byte, the worker's KV blocks line up with the canonical prompt bytes the
- * gateway hashes for prefix routing (see common/llmd_request.h).
+ * gateway hashes for prefix routing (see common/llmd_canon.h).
  */
 
 #ifndef LLMD_TOKENIZER_H

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 
 #include "kv_blocks.h"
-#include "llmd_request.h"
+#include "llmd_prefix.h"
 
 void prefix_claim_free(struct prefix_claim *c)
 {
@@ -19,31 +19,21 @@ void prefix_claim_free(struct prefix_claim *c)
     free(c);
 }
 
-struct prefix_claim *prefix_claim_new(const void *body, size_t len,
+struct prefix_claim *prefix_claim_new(const void *canon, size_t len,
     const int32_t *prompt, int n_prompt, size_t prefix_block,
     int block_tokens, size_t max_keys)
 {
     struct prefix_claim *c;
-    llmd_request_t rq;
-    unsigned char *scratch;
-    uint64_t total, parent = KV_HASH_SEED;
-    llmd_req_status_t st;
+    uint64_t total = len, parent = KV_HASH_SEED;
     size_t nkeys;
 
     if (n_prompt < block_tokens || block_tokens < 1 || max_keys == 0)
         return NULL;
     c = calloc(1, sizeof(*c));
-    scratch = malloc(prefix_block);
-    if (c == NULL || scratch == NULL
-        || (c->keys = malloc(sizeof(uint64_t) * max_keys)) == NULL)
+    if (c == NULL || (c->keys = malloc(sizeof(uint64_t) * max_keys)) == NULL)
         goto fail;
-    st = llmd_request_inspect(&rq, &llmd_libc_allocator, body, len,
-                              prefix_block, max_keys, scratch, c->keys);
-    free(scratch);
-    scratch = NULL;
-    nkeys = rq.prefix.nkeys;
-    total = rq.prefix.total_bytes;
-    if (st != LLMD_REQ_OK || nkeys == 0 || total == 0)
+    nkeys = llmd_prefix_keys(canon, len, prefix_block, c->keys, max_keys);
+    if (nkeys == 0 || total == 0)
         goto fail;
 
     /* claims live as long as their request, and most bodies have a few
@@ -75,7 +65,6 @@ struct prefix_claim *prefix_claim_new(const void *body, size_t len,
     return c;
 
 fail:
-    free(scratch);
     prefix_claim_free(c);
     return NULL;
 }

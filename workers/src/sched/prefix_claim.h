@@ -2,9 +2,10 @@
  * A request's claim on the gateway's prefix-key space.
  *
  * The gateway routes on keys it computes from the request body (common/
- * llmd_request.h: a chain of hashes over fixed-size blocks of canonical
- * prompt bytes); the worker caches KV blocks of tokens.  A claim links the
- * two for one request, computed on the HTTP thread at parse time:
+ * llmd_prefix.h: a chain of hashes over fixed-size blocks of the canonical
+ * prompt bytes, common/llmd_canon.h); the worker caches KV blocks of tokens.
+ * A claim links the two for one request, computed on the HTTP thread from
+ * the canonical bytes the request's parse wrote:
  *
  *   gateway key i covers canonical bytes [0, (i+1) * B), taken to be the
  *   first ceil((i+1) * B / total_bytes * n_prompt) prompt tokens, i.e. the
@@ -30,9 +31,9 @@ struct prefix_claim {
     double      bytes_per_token;    /* canonical bytes / prompt tokens */
 };
 
-/* NULL when the body yields no key, the prompt fills no KV block, or
+/* NULL when the bytes make no key, the prompt fills no KV block, or
  * memory runs out: nothing to claim. */
-struct prefix_claim *prefix_claim_new(const void *body, size_t len,
+struct prefix_claim *prefix_claim_new(const void *canon, size_t len,
     const int32_t *prompt, int n_prompt, size_t prefix_block,
     int block_tokens, size_t max_keys);
 void prefix_claim_free(struct prefix_claim *c);

@@ -585,7 +585,8 @@ static void handle_generate(struct http_server *srv, struct evhttp_request *req,
     }
     wr->client = st;
     if (srv->pub)
-        st->claim = publisher_claim(srv->pub, body, len, rq.prompt, rq.n_prompt);
+        st->claim = publisher_claim(srv->pub, rq.canon, rq.canon_len,
+                                    rq.prompt, rq.n_prompt);
     api_request_free(&rq);
 
     /* the role chunk waits for the first token, with the headers */

@@ -2,14 +2,12 @@
  * OpenAI-compatible request parsing (jansson); responses are rendered in
  * openai_render.c.
  *
- * The prompt is turned into the canonical prompt bytes that the gateway
- * hashes for prefix routing (common/llmd_request.h, version 1):
- *   prompt "text"              -> the text
- *   prompt ["text"]            -> the text, RS
- *   prompt [ids] / [[ids]]     -> the ids themselves (byte-level, 0..255)
- *   messages [{role, content}] -> per message: content (each part of an
- *                                 array content followed by GS), US, role, RS
- * The byte-level tokenizer then makes each byte one token.
+ * The prompt is written in the canonical form the gateway hashes for
+ * prefix routing, through common/llmd_canon.h, so both sides agree byte for
+ * byte; the request keeps those bytes for its prefix claim.  Without a real
+ * model the byte-level tokenizer makes each byte one token (token ids are
+ * taken as they are); with one, its vocabulary and chat format make the
+ * tokens (model_prompt.h).
  */
 
 #include "openai_api.h"
@@ -20,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "llmd_canon.h"
 #include "model/tokenizer.h"
 #include "chat_prompt.h"
 
@@ -36,10 +35,6 @@ const struct model_prompt *api_model_prompt(void)
 {
     return served_model;
 }
-
-#define SEP_RS  0x1e
-#define SEP_US  0x1f
-#define SEP_GS  0x1d
 
 void api_error_set(struct api_error *err, int status, const char *type,
     const char *param, const char *code, const char *fmt, ...)
@@ -86,61 +81,78 @@ static int bytes_add(struct bytes *b, const void *data, size_t n)
     return 0;
 }
 
-static int bytes_addc(struct bytes *b, char c)
+/* the canonical form's sink: a failed allocation is remembered, not lost */
+struct canon_buf {
+    struct bytes    b;
+    bool            nomem;
+};
+
+static void canon_write(void *ctx, const void *data, size_t len)
 {
-    return bytes_add(b, &c, 1);
+    struct canon_buf *cb = ctx;
+
+    if (!cb->nomem && bytes_add(&cb->b, data, len))
+        cb->nomem = true;
 }
 
 /* ------------------------------------------------------------------------ */
 /* prompt forms */
 
-static int ids_prompt(struct api_request *rq, json_t *arr, struct api_error *err)
+/* Token ids; kept as the prompt only without a real model (whose own
+ * vocabulary, in model_prompt_build, checks them otherwise). */
+static int ids_prompt(struct api_request *rq, json_t *arr,
+    const llmd_canon_sink_t *sink, bool keep, struct api_error *err)
 {
     size_t n = json_array_size(arr), i;
     json_t *v;
 
-    rq->prompt = malloc(sizeof(int32_t) * (n ? n : 1));
-    if (rq->prompt == NULL)
+    if (keep && (rq->prompt = malloc(sizeof(int32_t) * (n ? n : 1))) == NULL)
         return BAD("prompt", "out of memory");
     json_array_foreach(arr, i, v) {
         json_int_t id = json_integer_value(v);
-        if (!json_is_integer(v) || id < 0 || id >= TOKENIZER_VOCAB)
+        if (!json_is_integer(v) || id < 0 || (keep && id >= TOKENIZER_VOCAB)
+            || id > INT32_MAX)
             return BAD("prompt", "prompt token ids must be integers in "
-                       "[0, %d)", TOKENIZER_VOCAB);
-        rq->prompt[i] = (int32_t) id;
+                       "[0, %d)", keep ? TOKENIZER_VOCAB : INT32_MAX);
+        llmd_canon_token(sink, (uint32_t) id);
+        if (keep)
+            rq->prompt[i] = (int32_t) id;
     }
-    rq->n_prompt = (int) n;
+    if (keep)
+        rq->n_prompt = (int) n;
     return 0;
 }
 
 static int completion_prompt(struct api_request *rq, json_t *prompt,
-    struct bytes *b, struct api_error *err)
+    const llmd_canon_sink_t *sink, bool keep_ids, struct api_error *err)
 {
     json_t *first;
 
-    if (json_is_string(prompt))
-        return bytes_add(b, json_string_value(prompt),
-                         json_string_length(prompt)) ? BAD("prompt", "out of memory") : 0;
+    if (json_is_string(prompt)) {
+        llmd_canon_text(sink, json_string_value(prompt),
+                        json_string_length(prompt));
+        return 0;
+    }
     if (!json_is_array(prompt) || json_array_size(prompt) == 0)
         return BAD("prompt", "'prompt' must be a string, an array of one "
                    "string, or an array of token ids");
     first = json_array_get(prompt, 0);
     if (json_is_integer(first))
-        return ids_prompt(rq, prompt, err);
+        return ids_prompt(rq, prompt, sink, keep_ids, err);
     if (json_array_size(prompt) > 1)
         return BAD("prompt", "only one prompt per request is supported");
     if (json_is_array(first))
-        return ids_prompt(rq, first, err);
+        return ids_prompt(rq, first, sink, keep_ids, err);
     if (!json_is_string(first))
         return BAD("prompt", "'prompt' must be a string, an array of one "
                    "string, or an array of token ids");
-    if (bytes_add(b, json_string_value(first), json_string_length(first))
-        || bytes_addc(b, SEP_RS))
-        return BAD("prompt", "out of memory");
+    llmd_canon_prompt_item(sink, json_string_value(first),
+                           json_string_length(first));
     return 0;
 }
 
-static int chat_prompt(json_t *messages, struct bytes *b, struct api_error *err)
+static int chat_prompt(json_t *messages, const llmd_canon_sink_t *sink,
+    struct api_error *err)
 {
     size_t i, j;
     json_t *msg, *part;
@@ -150,12 +162,11 @@ static int chat_prompt(json_t *messages, struct bytes *b, struct api_error *err)
     json_array_foreach(messages, i, msg) {
         json_t *role = json_object_get(msg, "role");
         json_t *content = json_object_get(msg, "content");
-        int rc = 0;
 
         if (!json_is_object(msg) || !json_is_string(role))
             return BAD("messages", "messages[%zu] needs a string 'role'", i);
         if (json_is_string(content)) {
-            rc |= bytes_add(b, json_string_value(content),
+            llmd_canon_text(sink, json_string_value(content),
                             json_string_length(content));
         } else if (json_is_array(content)) {
             json_array_foreach(content, j, part) {
@@ -164,19 +175,15 @@ static int chat_prompt(json_t *messages, struct bytes *b, struct api_error *err)
                 if (!json_is_string(text))
                     return BAD("messages", "messages[%zu].content[%zu]: only "
                                "text parts are supported", i, j);
-                rc |= bytes_add(b, json_string_value(text),
+                llmd_canon_part(sink, json_string_value(text),
                                 json_string_length(text));
-                rc |= bytes_addc(b, SEP_GS);
             }
         } else if (content != NULL && !json_is_null(content)) {
             return BAD("messages", "messages[%zu].content must be a string "
                        "or an array of parts", i);
         }
-        rc |= bytes_addc(b, SEP_US);
-        rc |= bytes_add(b, json_string_value(role), json_string_length(role));
-        rc |= bytes_addc(b, SEP_RS);
-        if (rc)
-            return BAD("messages", "out of memory");
+        llmd_canon_message_end(sink, json_string_value(role),
+                               json_string_length(role));
     }
     return 0;
 }
@@ -352,8 +359,9 @@ int api_parse_request(enum api_kind kind, const char *body, size_t len,
     struct api_request *rq, struct api_error *err)
 {
     json_error_t jerr;
-    json_t *root;
-    struct bytes b = { 0 };
+    json_t *root, *prompt;
+    struct canon_buf cb = { .b = { 0 } };
+    llmd_canon_sink_t sink = { canon_write, &cb };
     int rc;
 
     memset(rq, 0, sizeof(*rq));
@@ -367,32 +375,32 @@ int api_parse_request(enum api_kind kind, const char *body, size_t len,
         return BAD(NULL, "the request body must be a JSON object");
     }
 
+    /* the canonical bytes always, for the prefix claim; the tokens from
+     * them, or from the served model */
     rc = parse_fields(rq, root, err);
-    if (rc == 0 && served_model != NULL && kind == API_COMPLETIONS) {
-        json_t *prompt = json_object_get(root, "prompt");
+    if (rc == 0 && kind == API_COMPLETIONS) {
+        prompt = json_object_get(root, "prompt");
         rc = absent(prompt) ? BAD("prompt", "'prompt' is required")
-             : model_prompt_build(served_model, kind, root, &rq->prompt,
-                                  &rq->n_prompt, err);
-    } else if (rc == 0 && kind == API_COMPLETIONS) {
-        json_t *prompt = json_object_get(root, "prompt");
-        rc = absent(prompt) ? BAD("prompt", "'prompt' is required")
-                            : completion_prompt(rq, prompt, &b, err);
+             : completion_prompt(rq, prompt, &sink, served_model == NULL, err);
     } else if (rc == 0) {
-        rc = chat_prompt(json_object_get(root, "messages"), &b, err);
-        if (rc == 0 && served_model != NULL)
-            rc = model_prompt_build(served_model, kind, root, &rq->prompt,
-                                    &rq->n_prompt, err);
+        rc = chat_prompt(json_object_get(root, "messages"), &sink, err);
     }
+    if (rc == 0 && cb.nomem)
+        rc = BAD(NULL, "out of memory");
+    if (rc == 0 && served_model != NULL)
+        rc = model_prompt_build(served_model, kind, root, &rq->prompt,
+                                &rq->n_prompt, err);
     json_decref(root);
 
     if (rc == 0 && rq->prompt == NULL) {
-        rq->prompt = malloc(sizeof(int32_t) * (b.len ? b.len : 1));
+        rq->prompt = malloc(sizeof(int32_t) * (cb.b.len ? cb.b.len : 1));
         if (rq->prompt == NULL)
             rc = BAD(NULL, "out of memory");
         else
-            rq->n_prompt = tokenizer_encode(b.p, b.len, rq->prompt);
+            rq->n_prompt = tokenizer_encode(cb.b.p, cb.b.len, rq->prompt);
     }
-    free(b.p);
+    rq->canon = cb.b.p;
+    rq->canon_len = cb.b.len;
     if (rc == 0 && rq->n_prompt == 0)
         rc = BAD(kind == API_CHAT ? "messages" : "prompt", "the prompt is empty");
     if (rc != 0)
@@ -404,6 +412,9 @@ void api_request_free(struct api_request *rq)
 {
     free(rq->prompt);
     rq->prompt = NULL;
+    free(rq->canon);
+    rq->canon = NULL;
+    rq->canon_len = 0;
 }
 
 int api_fit_context(struct api_request *rq, int max_model_len,

@@ -33,6 +33,8 @@ struct api_request {
     struct gen_params   params;         /* max_tokens filled in later */
     int32_t            *prompt;         /* token ids */
     int                 n_prompt;
+    char               *canon;          /* canonical prompt bytes */
+    size_t              canon_len;      /* (common/llmd_canon.h) */
 };
 
 /* With a real model, prompts are tokenized by its vocabulary and chat

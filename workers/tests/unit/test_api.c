@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "llmd_request.h"
 #include "server/openai_api.h"
 #include "suites.h"
 
@@ -57,7 +58,7 @@ END_TEST
 
 START_TEST(canonical_prompt_bytes)
 {
-    /* the same bytes the gateway hashes (common/llmd_request.h) */
+    /* the same bytes the gateway hashes (common/llmd_canon.h) */
     const char chat_bytes[] = "be brief\x1fsystem\x1ehi\x1d\x1fuser\x1e";
 
     ck_assert_int_eq(parse(API_CHAT,
@@ -71,6 +72,107 @@ START_TEST(canonical_prompt_bytes)
     ck_assert_int_eq(parse(API_COMPLETIONS, "{\"prompt\":[\"ab\"]}"), 0);
     ck_assert_int_eq(rq.n_prompt, 3);
     ck_assert_int_eq(rq.prompt[2], 0x1e);
+    api_request_free(&rq);
+}
+END_TEST
+
+/* ------------------------------------------------------------------------ */
+/* one corpus, both sides: the gateway's streaming parser (common/
+ * llmd_request) and the worker's parse write the same canonical bytes */
+
+struct sink_buf {
+    unsigned char   b[4096];
+    size_t          len;
+};
+
+static void sink_write(void *ctx, const void *data, size_t len)
+{
+    struct sink_buf *sb = ctx;
+
+    ck_assert_uint_le(sb->len + len, sizeof(sb->b));
+    memcpy(sb->b + sb->len, data, len);
+    sb->len += len;
+}
+
+#define CORPUS_BLOCK    16
+#define CORPUS_KEYS     64
+
+static size_t both_sides(const char *note, enum api_kind kind, const char *body)
+{
+    struct sink_buf gw = { .len = 0 };
+    llmd_canon_sink_t sink = { sink_write, &gw };
+    unsigned char scratch[CORPUS_BLOCK];
+    uint64_t gkeys[CORPUS_KEYS], wkeys[CORPUS_KEYS];
+    llmd_request_t lr;
+    size_t nw;
+
+    ck_assert_int_eq(llmd_request_init(&lr, &llmd_libc_allocator, CORPUS_BLOCK,
+                                       CORPUS_KEYS, scratch, gkeys), LLMD_REQ_OK);
+    llmd_request_set_sink(&lr, &sink);
+    ck_assert_msg(llmd_request_feed(&lr, body, strlen(body)) == LLMD_REQ_OK
+                  && llmd_request_finish(&lr) == LLMD_REQ_OK,
+                  "%s: the gateway rejects it: %s", note, lr.error);
+    llmd_request_cleanup(&lr);
+
+    ck_assert_msg(parse(kind, body) == 0, "%s: the worker rejects it: %s",
+                  note, err.message);
+    ck_assert_msg(rq.canon_len == gw.len
+                  && memcmp(rq.canon, gw.b, gw.len) == 0,
+                  "%s: canonical bytes differ (worker %zu, gateway %zu)",
+                  note, rq.canon_len, gw.len);
+    ck_assert_uint_eq(lr.prefix.total_bytes, gw.len);
+
+    nw = llmd_prefix_keys(rq.canon, rq.canon_len, CORPUS_BLOCK, wkeys,
+                          CORPUS_KEYS);
+    ck_assert_msg(nw == lr.prefix.nkeys, "%s: %zu keys vs %zu", note, nw,
+                  lr.prefix.nkeys);
+    ck_assert_msg(memcmp(wkeys, gkeys, nw * sizeof(uint64_t)) == 0,
+                  "%s: keys differ", note);
+    api_request_free(&rq);
+    return nw;
+}
+
+START_TEST(canonical_corpus_both_sides)
+{
+    const char *root = getenv("LLMD_REPO_ROOT");
+    char path[1024];
+    json_error_t jerr;
+    json_t *corpus, *item;
+    size_t i, nkeys = 0;
+
+    snprintf(path, sizeof(path), "%s/common/tests/canon_corpus.json",
+             root ? root : "..");
+    corpus = json_load_file(path, 0, &jerr);
+    ck_assert_msg(corpus != NULL, "%s: %s", path, jerr.text);
+    ck_assert_uint_ge(json_array_size(corpus), 10);
+
+    json_array_foreach(corpus, i, item) {
+        const char *note = json_string_value(json_object_get(item, "note"));
+        enum api_kind kind = strcmp(json_string_value(json_object_get(item,
+                                    "kind")), "chat") == 0 ? API_CHAT
+                                                           : API_COMPLETIONS;
+        /* as clients send it, and with every non-ASCII byte escaped */
+        for (int ascii = 0; ascii < 2; ascii++) {
+            char *body = json_dumps(json_object_get(item, "body"),
+                                    JSON_COMPACT | (ascii ? JSON_ENSURE_ASCII : 0));
+
+            nkeys += both_sides(note, kind, body);
+            free(body);
+        }
+    }
+    /* most of the corpus fills a block or more: keys were compared */
+    ck_assert_uint_ge(nkeys, 2 * json_array_size(corpus));
+    json_decref(corpus);
+}
+END_TEST
+
+START_TEST(a_role_counts_up_to_its_limit)
+{
+    /* the long role of the corpus: both sides keep LLMD_ROLE_MAX bytes */
+    ck_assert_int_eq(parse(API_CHAT, "{\"messages\":[{\"role\":"
+        "\"0123456789012345678901234567890123456789\",\"content\":\"x\"}]}"), 0);
+    ck_assert_uint_eq(rq.canon_len, 1 + 1 + LLMD_ROLE_MAX + 1);
+    ck_assert_int_eq(rq.canon[2 + LLMD_ROLE_MAX], LLMD_SEP_RS);
     api_request_free(&rq);
 }
 END_TEST
@@ -165,6 +267,8 @@ Suite *api_suite(void)
 
     tcase_add_test(tc, completion_fields);
     tcase_add_test(tc, canonical_prompt_bytes);
+    tcase_add_test(tc, canonical_corpus_both_sides);
+    tcase_add_test(tc, a_role_counts_up_to_its_limit);
     tcase_add_test(tc, bad_requests);
     tcase_add_test(tc, context_limits);
     tcase_add_test(tc, rendering_is_valid_json);

@@ -12,6 +12,7 @@
 #include "llmd_wire.h"
 #include "sched/prefix_claim.h"
 #include "sched/prefix_map.h"
+#include "server/openai_api.h"
 #include "base/redis_url.h"
 #include "suites.h"
 
@@ -180,17 +181,20 @@ static char *completion_body(const char *prompt)
     return b;
 }
 
+/* the worker's path: the body parsed once, the claim from its canonical
+ * bytes and (byte-level) tokens */
 static struct prefix_claim *claim_for(const char *prompt, size_t block)
 {
-    int n = (int) strlen(prompt);
-    int32_t *toks = malloc(sizeof(int32_t) * (size_t) n);
     char *body = completion_body(prompt);
+    struct api_request rq;
+    struct api_error err;
     struct prefix_claim *c;
 
-    for (int i = 0; i < n; i++)
-        toks[i] = (unsigned char) prompt[i];
-    c = prefix_claim_new(body, strlen(body), toks, n, block, BT, 1024);
-    free(toks);
+    ck_assert_int_eq(api_parse_request(API_COMPLETIONS, body, strlen(body),
+                                       &rq, &err), 0);
+    c = prefix_claim_new(rq.canon, rq.canon_len, rq.prompt, rq.n_prompt,
+                         block, BT, 1024);
+    api_request_free(&rq);
     free(body);
     return c;
 }
