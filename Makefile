@@ -4,7 +4,7 @@
 #   make test       every test suite (C units under ASan/UBSan, t/ with
 #                   Debian's nginx, t/ again with an ASan+UBSan nginx, workers)
 #   make demo       Redis + sim workers + nginx with the module + requests
-#   make bench      the routing benchmark (scripts/bench/routing.py): same
+#   make bench      the routing benchmark (bench/drivers/routing.py): same
 #                   sim fleet and traffic, one balancing policy swapped
 #   make bench-smoke  the same pipeline scaled down (run by make test)
 
@@ -142,29 +142,29 @@ test-deploy: module workers
 # the routing benchmark pipeline end to end on a tiny fleet: fails when the
 # pipeline breaks, never on performance
 bench-smoke: all
-	/usr/bin/python3 scripts/bench/routing.py --smoke --out $(BUILD)/bench-smoke
+	/usr/bin/python3 bench/drivers/routing.py --smoke --out $(BUILD)/bench-smoke
 	@test -s $(BUILD)/bench-smoke/REPORT.md && test -s $(BUILD)/bench-smoke/sweep.png \
 	  && echo "bench-smoke: 1 passed, 0 failed"
 
 BENCH_OUT ?= bench/results/shared-prefix
 bench: all
-	/usr/bin/python3 scripts/bench/routing.py --out $(BENCH_OUT) $(BENCH_ARGS)
+	/usr/bin/python3 bench/drivers/routing.py --out $(BENCH_OUT) $(BENCH_ARGS)
 
 bench-gateway: module
-	scripts/bench-gateway.sh
+	bench/drivers/gateway.sh
 
-bench-worker: workers
-	scripts/bench-worker.sh
+bench-worker: workers bench-tool
+	bench/drivers/worker.sh
 
 bench-fleet-state: module
-	scripts/bench-fleet-state.sh
+	bench/drivers/fleet-state.sh
 
 bench-decision: module
-	scripts/bench-decision.sh
+	bench/drivers/decision.sh
 
 # disaggregated prefill/decode: transport, exposed time, end-to-end ITL
 bench-pd: all
-	/usr/bin/python3 scripts/bench/pd.py --out $(or $(BENCH_OUT),bench/results/pd) $(BENCH_ARGS)
+	/usr/bin/python3 bench/drivers/pd.py --out $(or $(BENCH_OUT),bench/results/pd) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD)

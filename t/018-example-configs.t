@@ -1,4 +1,4 @@
-# The example configurations in conf/ are accepted by nginx with the module
+# The example configurations in examples/ are accepted by nginx with the module
 # loaded (nginx -t), with their log paths and ports moved into a scratch
 # directory.
 
@@ -12,7 +12,7 @@ my $module = $ENV{TEST_NGINX_LOAD_MODULE};
 my $root = servroot();
 make_path("$root/logs");
 
-for my $file (sort glob 'conf/*.conf') {
+for my $file (sort glob 'examples/*.conf') {
     open my $fh, '<', $file or die "$file: $!";
     my $conf = do { local $/; <$fh> };
     $conf =~ s{/var/log/nginx/}{$root/logs/}g;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch reference for scripts/bench-cuda.sh: a Llama-shaped decoder with
+"""PyTorch reference for bench/drivers/cuda.sh: a Llama-shaped decoder with
 random bf16 weights, run eagerly with scaled_dot_product_attention on the
 same shapes as the cuda backend's benchmark.
 

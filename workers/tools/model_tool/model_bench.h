@@ -3,7 +3,7 @@
  * tokens/s for one long prompt, then decode tokens/s with B sequences
  * stepping together, plus peak RSS; with --backend cuda also the device's
  * measured copy bandwidth and bf16 GEMM throughput.  Used by
- * scripts/bench-cpu.sh and scripts/bench-cuda.sh.
+ * bench/drivers/cpu.sh and bench/drivers/cuda.sh.
  */
 
 #ifndef LLMD_MODEL_BENCH_H

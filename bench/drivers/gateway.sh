@@ -3,11 +3,11 @@
 # round-robin, same nginx binary, same backends, same run; for 1 KiB and
 # 64 KiB prompts.  Also the raw prompt-inspection throughput of common/.
 #
-#   scripts/bench-gateway.sh [seconds-per-run] [repeats]
+#   bench/drivers/gateway.sh [seconds-per-run] [repeats]
 #
 # Needs: nginx, the built module (make module), wrk.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 DUR=${1:-4}
 REPS=${2:-3}
@@ -124,7 +124,7 @@ done
 
 echo
 echo "prompt inspection alone (common/, one core):"
-cc -O2 -Icommon scripts/bench/inspect_bench.c common/llmd_canon.c common/llmd_prefix.c common/llmd_request.c \
+cc -O2 -Icommon bench/tools/inspect_bench.c common/llmd_canon.c common/llmd_prefix.c common/llmd_request.c \
    -lyajl -lxxhash -o "$W/inspect_bench"
 taskset -c 0 "$W/inspect_bench" 1024 200000
 taskset -c 0 "$W/inspect_bench" 65536 5000

@@ -7,9 +7,9 @@
 # prompt), decode tokens/s at batch 1 and 16, and peak RSS.  The batch-1
 # decode limit is bandwidth / weight bytes read per token.
 #
-#   scripts/bench-cpu.sh [THREADS]        (default: every core)
+#   bench/drivers/cpu.sh [THREADS]        (default: every core)
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 worker=$root/workers/build/llmd-worker
 threads=${1:-$(nproc)}
 tmp=$(mktemp -d)

@@ -23,9 +23,9 @@
 # without nvcc.  Models are kept in $LLMD_BENCH_DIR (default
 # /tmp/llmd-bench-cuda; the 8b file is 16 GB).
 #
-#   scripts/bench-cuda.sh [DEVICE]
+#   bench/drivers/cuda.sh [DEVICE]
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 worker=$root/workers/build/llmd-worker
 device=${1:-0}
 dir=${LLMD_BENCH_DIR:-/tmp/llmd-bench-cuda}

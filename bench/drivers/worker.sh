@@ -7,13 +7,13 @@
 # worker's CPU time per generated token (utime + stime from /proc/PID/stat
 # over the measured run).
 #
-#   scripts/bench-worker.sh [--clients N] [--duration S] [--max-tokens N]
+#   bench/drivers/worker.sh [--clients N] [--duration S] [--max-tokens N]
 #                           [--worker-cpu C] [--client-cpu C]
 #                           [--speed X] [--sim-profile NAME]
 # Targets: >= 50,000 tokens/s and <= 20 us of CPU per token.
 set -euo pipefail
 
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 clients=64 duration=10 max_tokens=256 worker_cpu=0 client_cpu=1 speed=0
 profile=llama3-8b-h100
 while [ $# -gt 0 ]; do
@@ -31,7 +31,7 @@ done
 
 make -s -C "$root/workers" >/dev/null
 worker=$root/workers/build/llmd-worker
-loadgen=$root/workers/build/llmd-loadgen
+loadgen=$root/bench/build/llmd-loadgen
 log=$(mktemp)
 trap 'kill "$pid" 2>/dev/null || true; rm -f "$log"' EXIT
 

@@ -8,7 +8,7 @@ at each rate of the sweep, and records the summaries, the workers' own
 prefix-cache counters and per-worker load over time.  Then it writes a
 markdown table and PNG plots.
 
-    scripts/bench/routing.py --out bench/results/NAME [--smoke] [options]
+    bench/drivers/routing.py --out bench/results/NAME [--smoke] [options]
 
 Burst mode (--burst-sizes N1,N2,...; the default for the bursty workload):
 each rung sends --bursts bursts of N requests at once, the next burst when
@@ -473,7 +473,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     json.dump(results, open(os.path.join(out, "results.json"), "w"), indent=1)
-    subprocess.run([sys.executable, os.path.join(TOP, "scripts/bench/report.py"),
+    subprocess.run([sys.executable, os.path.join(TOP, "bench/drivers/report.py"),
                     out], check=True)
 
 

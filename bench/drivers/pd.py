@@ -18,7 +18,7 @@
    the short requests and TTFT of all, from llmd-bench's per-request
    records.
 
-    scripts/bench/pd.py --out bench/results/pd [--smoke]
+    bench/drivers/pd.py --out bench/results/pd [--smoke]
 
 Run it with Debian's /usr/bin/python3.
 """

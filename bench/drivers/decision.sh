@@ -5,9 +5,9 @@
 # token).  Prints p50/p99, once as configured by default and once with flow
 # control on (llmd_queue, not saturated), in the same run.
 #
-#   scripts/bench-decision.sh [requests-per-size]
+#   bench/drivers/decision.sh [requests-per-size]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 N=${1:-300}
 TOP=$PWD

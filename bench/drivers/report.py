@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""Tables and plots of a routing benchmark run (scripts/bench/routing.py).
+"""Tables and plots of a routing benchmark run (bench/drivers/routing.py).
 
-    scripts/bench/report.py RESULTS_DIR
+    bench/drivers/report.py RESULTS_DIR
 
 Writes RESULTS_DIR/REPORT.md and RESULTS_DIR/*.png from results.json.
 """
@@ -230,7 +230,7 @@ def command(a):
         if k == "bursts" and not a.get("burst_sizes"):
             continue
         parts.append("--%s %s" % (k.replace("_", "-"), shlex.quote(str(v))))
-    return "scripts/bench/routing.py " + " ".join(parts)
+    return "bench/drivers/routing.py " + " ".join(parts)
 
 
 def plot(res, out):

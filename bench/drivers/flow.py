@@ -20,7 +20,7 @@ answers by status, misroutes (a worker's 404 for another model), and Jain's
 fairness index over the tenants' served requests against their max-min fair
 shares, during the spike.
 
-    /usr/bin/python3 scripts/bench/flow.py --out bench/results/spiky-multi-tenant
+    /usr/bin/python3 bench/drivers/flow.py --out bench/results/spiky-multi-tenant
 """
 
 import argparse
@@ -449,7 +449,7 @@ def main():
     work = tempfile.mkdtemp(prefix="llmd-flow-bench.")
     fleet = Fleet(args, work)
     fleet.start()
-    results = {"command": " ".join(["scripts/bench/flow.py"] + sys.argv[1:]),
+    results = {"command": " ".join(["bench/drivers/flow.py"] + sys.argv[1:]),
                "build": build_info(), "machine": machine(),
                "classes": CLASSES, "tenants": TENANTS, "rungs": {}}
     try:

@@ -4,9 +4,9 @@
 # nginx worker that owns the mirror, Redis's own share in the same run, and
 # the event-to-shared-memory staleness histogram from llmd_status.
 #
-#   scripts/bench-fleet-state.sh [seconds] [workers] [events_per_s]
+#   bench/drivers/fleet-state.sh [seconds] [workers] [events_per_s]
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 SECS=${1:-10}
 WORKERS=${2:-64}
@@ -17,7 +17,7 @@ W=$(mktemp -d /tmp/llmd-fsb.XXXXXX)
 trap 'kill $(cat $W/nginx/logs/nginx.pid 2>/dev/null) 2>/dev/null || true; kill $RPID 2>/dev/null || true; sleep 0.3; rm -rf $W' EXIT
 
 [ -f "$SO" ] || make -s module
-cc -O2 -Icommon scripts/bench/fleet_load.c common/llmd_wire.c -lhiredis -lmsgpackc -o "$W/fleet_load"
+cc -O2 -Icommon bench/tools/fleet_load.c common/llmd_wire.c -lhiredis -lmsgpackc -o "$W/fleet_load"
 
 redis-server --port 0 --unixsocket "$W/redis.sock" --unixsocketperm 777 --save '' \
     --appendonly no --dir "$W" --logfile "$W/redis.log" &

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The prefix-cache hit rate a routing run's traffic allows.
 
-    scripts/bench/hit_bound.py RESULTS_DIR
+    bench/drivers/hit_bound.py RESULTS_DIR
 
 Regenerates the requests of every rung of a shared-prefix or hot-spot run
 (llmd-bench --dump-trace, same seed, rates and flags as results.json) and
