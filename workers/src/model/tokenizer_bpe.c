@@ -7,7 +7,7 @@
  * symbols are merged by merge rank, lowest first, as in llama.cpp.
  */
 
-#include "tokenizer_vocab.h"
+#include "tokenizer_bpe.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
@@ -85,8 +85,6 @@ static int get_utf8(const unsigned char *p, int n, int *len)
     *len = 1;
     return -1;
 }
-
-int bpe_piece_text(const struct vocab *v, int id, char *out);
 
 int bpe_piece_text(const struct vocab *v, int id, char *out)
 {

@@ -6,8 +6,9 @@
  * its <0xXX> byte tokens.  Same result as llama.cpp's llm_tokenizer_spm.
  */
 
-#include "tokenizer_vocab.h"
+#include "tokenizer_spm.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -120,4 +121,42 @@ int spm_encode_fragment(const struct vocab *v, const char *text, size_t len,
     free(buf);
     free(s);
     return n_out;
+}
+
+/* "<0xAB>" -> 0xAB, or -1 */
+int spm_byte_piece(const char *p, int len)
+{
+    unsigned x;
+
+    if (len != 6 || memcmp(p, "<0x", 3) != 0 || p[5] != '>'
+        || sscanf(p + 3, "%2x", &x) != 1)
+        return -1;
+    return (int) x;
+}
+
+/* SentencePiece text of a piece: U+2581 -> ' ', byte pieces -> the byte */
+int spm_piece_text(const struct vocab *v, int id, char *out)
+{
+    const char *p = v->piece[id];
+    int len = v->piece_len[id], n = 0;
+
+    if (v->types[id] == TOKEN_CONTROL || v->types[id] == TOKEN_UNUSED)
+        return 0;
+    if (v->types[id] == TOKEN_BYTE) {
+        int b = spm_byte_piece(p, len);
+        if (b >= 0) {
+            out[0] = (char) b;
+            return 1;
+        }
+    }
+    for (int i = 0; i < len; i++) {
+        if (i + 2 < len && (unsigned char) p[i] == 0xe2
+            && (unsigned char) p[i + 1] == 0x96 && (unsigned char) p[i + 2] == 0x81) {
+            out[n++] = ' ';
+            i += 2;
+        } else {
+            out[n++] = p[i];
+        }
+    }
+    return n;
 }

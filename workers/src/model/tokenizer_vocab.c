@@ -1,15 +1,16 @@
 /*
- * Vocabulary loading, piece lookup, special-token splitting and decoding,
- * shared by the SentencePiece and byte-level BPE encoders.
+ * Vocabulary loading from GGUF, special-token splitting, and decoding; the
+ * table itself is vocab.c, the encoders tokenizer_spm.c and tokenizer_bpe.c.
  */
 
 #include "tokenizer_vocab.h"
+#include "tokenizer_bpe.h"
+#include "tokenizer_spm.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <xxhash.h>
 
 static int fail(char *err, int err_len, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -24,82 +25,6 @@ static int fail(char *err, int err_len, const char *fmt, ...)
     return -1;
 }
 
-int32_t vocab_find(const struct vocab *v, const char *piece, size_t len)
-{
-    uint32_t i = (uint32_t) XXH3_64bits(piece, len) & v->slot_mask;
-
-    for (;; i = (i + 1) & v->slot_mask) {
-        int32_t id = v->slots[i];
-        if (id < 0)
-            return -1;
-        if ((size_t) v->piece_len[id] == len && memcmp(v->piece[id], piece, len) == 0)
-            return id;
-    }
-}
-
-static int build_index(struct vocab *v)
-{
-    uint32_t size = 16;
-
-    while (size < (uint32_t) v->n * 2)
-        size *= 2;
-    v->slots = malloc(sizeof(int32_t) * size);
-    if (v->slots == NULL)
-        return -1;
-    memset(v->slots, 0xff, sizeof(int32_t) * size);
-    v->slot_mask = size - 1;
-    for (int id = 0; id < v->n; id++) {
-        uint32_t i = (uint32_t) XXH3_64bits(v->piece[id], (size_t) v->piece_len[id])
-                     & v->slot_mask;
-        /* the first of duplicate pieces wins, as in llama.cpp */
-        if (vocab_find(v, v->piece[id], (size_t) v->piece_len[id]) >= 0)
-            continue;
-        while (v->slots[i] >= 0)
-            i = (i + 1) & v->slot_mask;
-        v->slots[i] = id;
-    }
-    return 0;
-}
-
-/* "<0xAB>" -> 0xAB, or -1 */
-static int byte_piece_value(const char *p, int len)
-{
-    unsigned x;
-
-    if (len != 6 || memcmp(p, "<0x", 3) != 0 || p[5] != '>'
-        || sscanf(p + 3, "%2x", &x) != 1)
-        return -1;
-    return (int) x;
-}
-
-/* SentencePiece text of a piece: U+2581 -> ' ', byte pieces -> the byte */
-static int spm_piece_text(const struct vocab *v, int id, char *out)
-{
-    const char *p = v->piece[id];
-    int len = v->piece_len[id], n = 0;
-
-    if (v->types[id] == TOKEN_CONTROL || v->types[id] == TOKEN_UNUSED)
-        return 0;
-    if (v->types[id] == TOKEN_BYTE) {
-        int b = byte_piece_value(p, len);
-        if (b >= 0) {
-            out[0] = (char) b;
-            return 1;
-        }
-    }
-    for (int i = 0; i < len; i++) {
-        if (i + 2 < len && (unsigned char) p[i] == 0xe2
-            && (unsigned char) p[i + 1] == 0x96 && (unsigned char) p[i + 2] == 0x81) {
-            out[n++] = ' ';
-            i += 2;
-        } else {
-            out[n++] = p[i];
-        }
-    }
-    return n;
-}
-
-int bpe_piece_text(const struct vocab *v, int id, char *out);
 
 static int load_pieces(struct vocab *v, const struct gguf_file *f,
     char *err, int err_len)
@@ -195,7 +120,7 @@ int vocab_load(struct vocab *v, const struct gguf_file *f, char *err, int err_le
     else
         return fail(err, err_len, "unsupported tokenizer '%.*s' (supported: "
                     "llama, gpt2)", (int) (model.len > 32 ? 32 : model.len), model.p);
-    if (load_pieces(v, f, err, err_len) != 0 || build_index(v) != 0) {
+    if (load_pieces(v, f, err, err_len) != 0 || vocab_build_index(v) != 0) {
         vocab_free(v);
         return err[0] ? -1 : fail(err, err_len, "out of memory");
     }
@@ -215,7 +140,7 @@ int vocab_load(struct vocab *v, const struct gguf_file *f, char *err, int err_le
         v->byte_token[i] = -1;
     if (v->kind == VOCAB_SPM) {
         for (int i = 0; i < v->n; i++) {
-            int byte = byte_piece_value(v->piece[i], v->piece_len[i]);
+            int byte = spm_byte_piece(v->piece[i], v->piece_len[i]);
             if (byte >= 0 && v->byte_token[byte] < 0)
                 v->byte_token[byte] = i;
         }
