@@ -1,22 +1,14 @@
 /*
- * Fleet-state publisher: see publisher.h.
- *
- * Link states: DOWN (a retry timer is armed) -> CONNECTING -> HANDSHAKE
- * (AUTH, SELECT, PING in flight) -> READY.  hiredis 0.14 has no timeouts
- * of its own, so a watchdog on the tick drops a connection whose connect
- * or replies take too long.  Every reply callback first checks that its
- * context is still the current one: when a connection is dropped, hiredis
- * calls the callbacks still pending with a NULL reply.
+ * Fleet-state publisher: see publisher.h.  Here: the records (heartbeats,
+ * cache events, snapshots), the tick with the link's watchdog, and the
+ * API; the connection itself is redis_link.c.
  */
 
-#include "publisher.h"
+#include "publisher_internal.h"
 #include "pd/pd_prefill.h"
 
-#include <hiredis/adapters/libevent.h>
-#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,175 +22,12 @@
 #include "sched/prefix_map.h"
 #include "base/redis_url.h"
 
-#define BACKOFF_MIN_MS      100
-#define BACKOFF_MAX_MS      5000
-#define CONNECT_TIMEOUT_S   2.0
-#define REPLY_TIMEOUT_S     3.0
-#define SNAPSHOT_EVERY_S    5.0
-#define SHUTDOWN_WAIT_MS    500
-#define TICK_MAX_MS         100
-#define MAX_PENDING         4096        /* replies outstanding before we skip */
-#define KV_QUEUE_MAX        (1 << 20)
-#define MAP_MAX_EDGES_MIN   65536
-
-enum link_state { LINK_DOWN, LINK_CONNECTING, LINK_HANDSHAKE, LINK_READY };
-enum link_report { REPORT_NONE, REPORT_UP, REPORT_DOWN };
-
-struct change {
-    uint64_t    key;
-    uint32_t    type;       /* LLMD_EVENT_STORED or _REMOVED */
-};
-
-struct publisher {
-    struct event_base      *base;
-    struct engine          *engine;
-    struct worker_metrics  *metrics;
-    struct redis_url        url;
-    char                    where[REDIS_URL_HOST_MAX + 16];
-    char                    hb_key[256];
-    char                    events_key[256];
-    char                    snap_key[320];
-    llmd_heartbeat_t        hb;             /* the fixed fields */
-    size_t                  prefix_block;
-    int                     block_tokens;
-    int                     interval_ms;
-
-    redisAsyncContext      *ac;
-    enum link_state         state;
-    enum link_report        reported;
-    int                     backoff_ms;
-    int                     pending;        /* replies awaited on ac */
-    double                  progress_at;    /* connect start or last reply */
-    double                  last_beat;
-    double                  last_snapshot;
-    bool                    resync;         /* send everything held, anew */
-    bool                    error_logged;   /* one error reply per connection */
-    bool                    stopping;
-
-    struct event           *tick;
-    struct event           *retry;
-    struct event           *flush;
-    struct event           *kv_wake;
-    struct event           *shutdown_timer;
-    void                  (*done)(void *);
-    void                   *done_arg;
-
-    struct prefix_map      *map;
-    struct change          *changes;        /* this tick's, in order */
-    size_t                  n_changes;
-    size_t                  cap_changes;
-    uint64_t               *keybuf;         /* LLMD_WIRE_MAX_KEYS */
-    char                   *packbuf;        /* LLMD_WIRE_MAX_RECORD */
-
-    /* KV evictions from the engine thread */
-    pthread_mutex_t         kv_lock;
-    uint64_t               *kv_q;
-    size_t                  kv_n;
-    size_t                  kv_cap;
-    bool                    kv_overflow;
-    uint64_t               *kv_spare;
-    size_t                  kv_spare_cap;
-    struct claim_link      *remote_claims;  /* kv_lock: prefilled for others */
-};
-
-struct claim_link {
-    struct claim_link      *next;
-    struct prefix_claim    *claim;
-};
-
-static void connect_now(struct publisher *p);
-
-/* ------------------------------------------------------------------------ */
-/* small helpers */
-
 static uint64_t unix_ms(void)
 {
     struct timespec ts;
 
     clock_gettime(CLOCK_REALTIME, &ts);
     return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
-}
-
-static struct timeval ms_to_tv(int ms)
-{
-    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
-
-    return tv;
-}
-
-static void went_up(struct publisher *p)
-{
-    if (p->reported != REPORT_UP)
-        fprintf(stderr, "llmd-worker: redis connected (%s)\n", p->where);
-    p->reported = REPORT_UP;
-}
-
-static void went_down(struct publisher *p, const char *why)
-{
-    if (p->reported != REPORT_DOWN)
-        fprintf(stderr, "llmd-worker: redis unreachable: %s (%s)\n", why,
-                p->where);
-    p->reported = REPORT_DOWN;
-}
-
-static void schedule_retry(struct publisher *p)
-{
-    struct timeval tv = ms_to_tv(p->backoff_ms);
-
-    p->state = LINK_DOWN;
-    if (p->stopping)
-        return;
-    evtimer_add(p->retry, &tv);
-    p->backoff_ms = p->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
-                                                        : p->backoff_ms * 2;
-}
-
-/* Forget the current connection, log, and retry later.  The context is
- * detached first, so the callbacks hiredis runs while freeing it see that
- * they belong to a dead connection. */
-static void drop_connection(struct publisher *p, const char *why)
-{
-    redisAsyncContext *ac = p->ac;
-
-    p->ac = NULL;
-    p->pending = 0;
-    p->resync = true;
-    went_down(p, why);
-    schedule_retry(p);
-    if (ac)
-        redisAsyncFree(ac);
-}
-
-static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
-{
-    struct publisher *p = privdata;
-    redisReply *reply = r;
-
-    if (ac != p->ac || reply == NULL)
-        return;
-    p->pending--;
-    p->progress_at = now_seconds();
-    if (reply->type == REDIS_REPLY_ERROR && !p->error_logged) {
-        /* a bad reply is not a dead link: say it once, keep going */
-        fprintf(stderr, "llmd-worker: redis error: %s\n", reply->str);
-        p->error_logged = true;
-    }
-}
-
-static int command(struct publisher *p, redisCallbackFn *cb,
-    const char *fmt, ...)
-{
-    va_list ap;
-    int rc;
-
-    if (p->ac == NULL)
-        return -1;
-    va_start(ap, fmt);
-    rc = redisvAsyncCommand(p->ac, cb ? cb : on_reply, p, fmt, ap);
-    va_end(ap);
-    if (rc == REDIS_OK)
-        p->pending++;
-    return rc == REDIS_OK ? 0 : -1;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -223,8 +52,8 @@ static int send_event(struct publisher *p, uint32_t type, const uint64_t *keys,
         != LLMD_WIRE_OK)
         return -1;
     if (as_snapshot)
-        return command(p, NULL, "SET %s %b", p->snap_key, p->packbuf, len);
-    return command(p, NULL, "XADD %s MAXLEN ~ 100000 * e %b", p->events_key,
+        return link_command(p, NULL, "SET %s %b", p->snap_key, p->packbuf, len);
+    return link_command(p, NULL, "XADD %s MAXLEN ~ 100000 * e %b", p->events_key,
                    p->packbuf, len);
 }
 
@@ -279,131 +108,16 @@ static void send_heartbeat(struct publisher *p)
     if (llmd_wire_pack_heartbeat(hb, p->packbuf, LLMD_WIRE_MAX_RECORD, &len)
         != LLMD_WIRE_OK)
         return;
-    command(p, NULL, "HSET %s %s %b", p->hb_key, hb->id, p->packbuf, len);
+    link_command(p, NULL, "HSET %s %s %b", p->hb_key, hb->id, p->packbuf, len);
     /* the hash itself goes when the whole pool falls silent */
-    command(p, NULL, "PEXPIRE %s %u", p->hb_key, hb->ttl_ms);
+    link_command(p, NULL, "PEXPIRE %s %u", p->hb_key, hb->ttl_ms);
     p->last_beat = now_seconds();
 }
-
-/* ------------------------------------------------------------------------ */
-/* connection */
-
-static void on_handshake(redisAsyncContext *ac, void *r, void *privdata)
+/* The link is READY: the heartbeat now, and everything held, anew. */
+void publisher_link_ready(struct publisher *p)
 {
-    struct publisher *p = privdata;
-    redisReply *reply = r;
-    char why[300];
-
-    if (ac != p->ac || reply == NULL)
-        return;
-    p->pending--;
-    p->progress_at = now_seconds();
-    if (reply->type == REDIS_REPLY_ERROR) {
-        snprintf(why, sizeof(why), "%s", reply->str);
-        drop_connection(p, why);
-    }
-}
-
-static void on_ready(redisAsyncContext *ac, void *r, void *privdata)
-{
-    struct publisher *p = privdata;
-    redisReply *reply = r;
-
-    if (ac != p->ac || reply == NULL)
-        return;
-    p->pending--;
-    p->progress_at = now_seconds();
-    if (reply->type == REDIS_REPLY_ERROR) {
-        drop_connection(p, reply->str);
-        return;
-    }
-    p->state = LINK_READY;
-    p->backoff_ms = BACKOFF_MIN_MS;
-    went_up(p);
     send_heartbeat(p);
     send_resync(p);
-}
-
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    struct publisher *p = ac->data;
-
-    if (ac != p->ac)
-        return;
-    if (status != REDIS_OK) {
-        /* hiredis frees the context after this callback */
-        p->ac = NULL;
-        p->pending = 0;
-        went_down(p, ac->errstr[0] ? ac->errstr : "connect failed");
-        schedule_retry(p);
-        return;
-    }
-    p->state = LINK_HANDSHAKE;
-    p->progress_at = now_seconds();
-    if (p->url.password[0]) {
-        if (p->url.user[0])
-            command(p, on_handshake, "AUTH %s %s", p->url.user, p->url.password);
-        else
-            command(p, on_handshake, "AUTH %s", p->url.password);
-    }
-    if (p->url.db)
-        command(p, on_handshake, "SELECT %d", p->url.db);
-    command(p, on_ready, "PING");
-}
-
-static void on_disconnect(const redisAsyncContext *ac, int status)
-{
-    struct publisher *p = ac->data;
-
-    (void) status;
-    if (ac != p->ac)
-        return;     /* we dropped it ourselves */
-    /* hiredis frees the context after this callback */
-    p->ac = NULL;
-    p->pending = 0;
-    p->resync = true;
-    went_down(p, ac->err && ac->errstr[0] ? ac->errstr : "connection closed");
-    schedule_retry(p);
-}
-
-static void connect_now(struct publisher *p)
-{
-    redisAsyncContext *ac;
-
-    if (p->url.path[0])
-        ac = redisAsyncConnectUnix(p->url.path);
-    else
-        ac = redisAsyncConnect(p->url.host, p->url.port);
-    if (ac == NULL || ac->err) {
-        char why[256];
-        snprintf(why, sizeof(why), "%s", ac ? ac->errstr : "out of memory");
-        if (ac)
-            redisAsyncFree(ac);
-        went_down(p, why);
-        schedule_retry(p);
-        return;
-    }
-    ac->data = p;
-    if (redisLibeventAttach(ac, p->base) != REDIS_OK) {
-        redisAsyncFree(ac);
-        went_down(p, "cannot attach to the event loop");
-        schedule_retry(p);
-        return;
-    }
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-    p->ac = ac;
-    p->state = LINK_CONNECTING;
-    p->pending = 0;
-    p->error_logged = false;
-    p->progress_at = now_seconds();
-}
-
-static void on_retry(evutil_socket_t fd, short what, void *arg)
-{
-    (void) fd;
-    (void) what;
-    connect_now(arg);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -582,12 +296,12 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (p->stopping)
         return;
     if (p->state == LINK_CONNECTING && now - p->progress_at > CONNECT_TIMEOUT_S) {
-        drop_connection(p, "connect timed out");
+        link_drop(p, "connect timed out");
         return;
     }
     if (p->state >= LINK_HANDSHAKE && p->pending > 0
         && now - p->progress_at > REPLY_TIMEOUT_S) {
-        drop_connection(p, "no reply in time");
+        link_drop(p, "no reply in time");
         return;
     }
     if (p->state != LINK_READY || p->pending > MAX_PENDING)
@@ -687,7 +401,7 @@ struct publisher *publisher_new(struct event_base *base,
     p->keybuf = malloc(sizeof(uint64_t) * LLMD_WIRE_MAX_KEYS);
     p->packbuf = malloc(LLMD_WIRE_MAX_RECORD);
     p->tick = event_new(base, -1, EV_PERSIST, on_tick, p);
-    p->retry = evtimer_new(base, on_retry, p);
+    p->retry = evtimer_new(base, link_on_retry, p);
     p->flush = event_new(base, -1, 0, on_flush, p);
     p->kv_wake = event_new(base, -1, 0, on_kv_wake, p);
     if (!p->map || !p->keybuf || !p->packbuf || !p->tick || !p->retry
@@ -708,7 +422,7 @@ void publisher_start(struct publisher *p)
     struct timeval tv = ms_to_tv(tick_ms);
 
     event_add(p->tick, &tv);
-    connect_now(p);
+    link_connect(p);
 }
 
 struct prefix_claim *publisher_claim(struct publisher *p, const void *canon,
@@ -776,7 +490,7 @@ void publisher_shutdown(struct publisher *p, void (*done)(void *), void *arg)
     event_del(p->tick);
     event_del(p->retry);
     if (p->state != LINK_READY
-        || command(p, on_hdel, "HDEL %s %s", p->hb_key, p->hb.id) != 0) {
+        || link_command(p, on_hdel, "HDEL %s %s", p->hb_key, p->hb.id) != 0) {
         finish_shutdown(p);
         return;
     }
