@@ -6,6 +6,14 @@
 #include "ngx_llmd.h"
 
 
+static ngx_int_t ngx_llmd_redis_parse_addr(ngx_llmd_redis_conf_t *rc,
+    ngx_str_t *addr);
+static ngx_int_t ngx_llmd_redis_param(ngx_conf_t *cf,
+    ngx_llmd_redis_conf_t *rc, ngx_str_t *v);
+static ngx_int_t ngx_llmd_redis_keys(ngx_conf_t *cf,
+    ngx_llmd_redis_conf_t *rc);
+
+
 static char *
 ngx_llmd_redis_key(ngx_conf_t *cf, ngx_llmd_redis_conf_t *rc,
     const char *suffix)
@@ -68,143 +76,56 @@ ngx_llmd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_llmd_srv_conf_t  *lcf = conf;
 
-    u_char                 *colon;
-    ngx_str_t              *value, s;
+    ngx_int_t               rc;
+    ngx_str_t              *value;
     ngx_uint_t              i;
-    ngx_cidr_t             *cidr;
-    ngx_llmd_redis_conf_t  *rc;
+    ngx_llmd_redis_conf_t  *redis;
 
     if (lcf->redis) {
         return "is duplicate";
     }
 
-    rc = ngx_pcalloc(cf->pool, sizeof(ngx_llmd_redis_conf_t));
-    if (rc == NULL) {
+    redis = ngx_pcalloc(cf->pool, sizeof(ngx_llmd_redis_conf_t));
+    if (redis == NULL) {
         return NGX_CONF_ERROR;
     }
 
     value = cf->args->elts;
 
-    if (ngx_strncmp(value[1].data, "unix:", 5) == 0) {
-        rc->host.data = value[1].data + 5;
-        rc->host.len = value[1].len - 5;
-
-    } else {
-        colon = ngx_strlchr(value[1].data, value[1].data + value[1].len, ':');
-        rc->port = colon ? ngx_atoi(colon + 1,
-                                    value[1].data + value[1].len - colon - 1)
-                         : 6379;
-        if (rc->port == NGX_ERROR || rc->port < 1 || rc->port > 65535) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid redis address \"%V\"", &value[1]);
-            return NGX_CONF_ERROR;
-        }
-        rc->host.data = value[1].data;
-        rc->host.len = colon ? (size_t) (colon - value[1].data) : value[1].len;
-    }
-
-    if (rc->host.len == 0) {
+    if (ngx_llmd_redis_parse_addr(redis, &value[1]) != NGX_OK) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid redis address \"%V\"", &value[1]);
         return NGX_CONF_ERROR;
     }
 
-    ngx_str_set(&rc->prefix, LLMD_KEY_PREFIX_DEFAULT);
-    ngx_str_set(&rc->pool, LLMD_KEY_POOL_DEFAULT);
-    rc->interval = 100;
-    rc->stale = 5000;
+    ngx_str_set(&redis->prefix, LLMD_KEY_PREFIX_DEFAULT);
+    ngx_str_set(&redis->pool, LLMD_KEY_POOL_DEFAULT);
+    redis->interval = 100;
+    redis->stale = 5000;
 
     for (i = 2; i < cf->args->nelts; i++) {
+        rc = ngx_llmd_redis_param(cf, redis, &value[i]);
 
-        if (ngx_strncmp(value[i].data, "password=", 9) == 0) {
-            rc->password.data = value[i].data + 9;
-            rc->password.len = value[i].len - 9;
-            continue;
+        if (rc == NGX_ERROR) {
+            return NGX_CONF_ERROR;
         }
 
-        if (ngx_strncmp(value[i].data, "user=", 5) == 0) {
-            rc->user.data = value[i].data + 5;
-            rc->user.len = value[i].len - 5;
-            continue;
+        if (rc == NGX_DECLINED) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\"", &value[i]);
+            return NGX_CONF_ERROR;
         }
-
-        if (ngx_strncmp(value[i].data, "prefix=", 7) == 0) {
-            rc->prefix.data = value[i].data + 7;
-            rc->prefix.len = value[i].len - 7;
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "pool=", 5) == 0) {
-            rc->pool.data = value[i].data + 5;
-            rc->pool.len = value[i].len - 5;
-            if (rc->pool.len == 0) {
-                goto invalid;
-            }
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "interval=", 9) == 0) {
-            s.data = value[i].data + 9;
-            s.len = value[i].len - 9;
-            rc->interval = ngx_parse_time(&s, 0);
-            if (rc->interval == (ngx_msec_t) NGX_ERROR || rc->interval < 10) {
-                goto invalid;
-            }
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "stale=", 6) == 0) {
-            s.data = value[i].data + 6;
-            s.len = value[i].len - 6;
-            rc->stale = ngx_parse_time(&s, 0);
-            if (rc->stale == (ngx_msec_t) NGX_ERROR) {
-                goto invalid;
-            }
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "allow=", 6) == 0) {
-            if (rc->allow == NULL) {
-                rc->allow = ngx_array_create(cf->pool, 2, sizeof(ngx_cidr_t));
-                if (rc->allow == NULL) {
-                    return NGX_CONF_ERROR;
-                }
-            }
-
-            cidr = ngx_array_push(rc->allow);
-            if (cidr == NULL) {
-                return NGX_CONF_ERROR;
-            }
-
-            s.data = value[i].data + 6;
-            s.len = value[i].len - 6;
-
-            if (ngx_ptocidr(&s, cidr) == NGX_ERROR) {
-                goto invalid;
-            }
-            continue;
-        }
-
-        goto invalid;
     }
 
-    if (rc->stale < 2 * rc->interval) {
-        rc->stale = 2 * rc->interval;
+    if (redis->stale < 2 * redis->interval) {
+        redis->stale = 2 * redis->interval;
     }
 
-    rc->hb_key = ngx_llmd_redis_key(cf, rc, LLMD_KEY_HB);
-    rc->events_key = ngx_llmd_redis_key(cf, rc, LLMD_KEY_EVENTS);
-    rc->gw_key = ngx_llmd_redis_key(cf, rc, LLMD_KEY_GW);
-    rc->placements_key = ngx_llmd_redis_key(cf, rc, LLMD_KEY_PLACEMENTS);
-    rc->snap_prefix = ngx_llmd_redis_key(cf, rc, ":snap:");
-
-    if (rc->hb_key == NULL || rc->events_key == NULL || rc->gw_key == NULL
-        || rc->placements_key == NULL || rc->snap_prefix == NULL)
-    {
+    if (ngx_llmd_redis_keys(cf, redis) != NGX_OK) {
         return NGX_CONF_ERROR;
     }
 
-    lcf->redis = rc;
+    lcf->redis = redis;
 
     /* nginx insists on a server line in every upstream{}; discovered peers
      * need none, so a placeholder that is always down stands in */
@@ -213,10 +134,129 @@ ngx_llmd_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     return NGX_CONF_OK;
+}
 
-invalid:
 
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid parameter \"%V\"", &value[i]);
-    return NGX_CONF_ERROR;
+/* "unix:/path", "host" or "host:port" (6379 by default) */
+static ngx_int_t
+ngx_llmd_redis_parse_addr(ngx_llmd_redis_conf_t *rc, ngx_str_t *addr)
+{
+    u_char  *colon;
+
+    if (ngx_strncmp(addr->data, "unix:", 5) == 0) {
+        rc->host.data = addr->data + 5;
+        rc->host.len = addr->len - 5;
+
+        return rc->host.len ? NGX_OK : NGX_ERROR;
+    }
+
+    colon = ngx_strlchr(addr->data, addr->data + addr->len, ':');
+    rc->port = colon ? ngx_atoi(colon + 1, addr->data + addr->len - colon - 1)
+                     : 6379;
+
+    if (rc->port == NGX_ERROR || rc->port < 1 || rc->port > 65535) {
+        return NGX_ERROR;
+    }
+
+    rc->host.data = addr->data;
+    rc->host.len = colon ? (size_t) (colon - addr->data) : addr->len;
+
+    return rc->host.len ? NGX_OK : NGX_ERROR;
+}
+
+
+/* v is "name=...": s gets the value. */
+static ngx_uint_t
+ngx_llmd_redis_param_value(ngx_str_t *v, char *name, ngx_str_t *s)
+{
+    size_t  n;
+
+    n = ngx_strlen(name);
+
+    if (v->len < n || ngx_strncmp(v->data, name, n) != 0) {
+        return 0;
+    }
+
+    s->data = v->data + n;
+    s->len = v->len - n;
+
+    return 1;
+}
+
+
+/* One name=value parameter: NGX_DECLINED when it is unknown or invalid. */
+static ngx_int_t
+ngx_llmd_redis_param(ngx_conf_t *cf, ngx_llmd_redis_conf_t *rc, ngx_str_t *v)
+{
+    ngx_str_t    s;
+    ngx_cidr_t  *cidr;
+
+    if (ngx_llmd_redis_param_value(v, "password=", &s)) {
+        rc->password = s;
+        return NGX_OK;
+    }
+
+    if (ngx_llmd_redis_param_value(v, "user=", &s)) {
+        rc->user = s;
+        return NGX_OK;
+    }
+
+    if (ngx_llmd_redis_param_value(v, "prefix=", &s)) {
+        rc->prefix = s;
+        return NGX_OK;
+    }
+
+    if (ngx_llmd_redis_param_value(v, "pool=", &s)) {
+        rc->pool = s;
+        return s.len ? NGX_OK : NGX_DECLINED;
+    }
+
+    if (ngx_llmd_redis_param_value(v, "interval=", &s)) {
+        rc->interval = ngx_parse_time(&s, 0);
+        return (rc->interval == (ngx_msec_t) NGX_ERROR || rc->interval < 10)
+               ? NGX_DECLINED : NGX_OK;
+    }
+
+    if (ngx_llmd_redis_param_value(v, "stale=", &s)) {
+        rc->stale = ngx_parse_time(&s, 0);
+        return rc->stale == (ngx_msec_t) NGX_ERROR ? NGX_DECLINED : NGX_OK;
+    }
+
+    if (ngx_llmd_redis_param_value(v, "allow=", &s)) {
+        if (rc->allow == NULL) {
+            rc->allow = ngx_array_create(cf->pool, 2, sizeof(ngx_cidr_t));
+            if (rc->allow == NULL) {
+                return NGX_ERROR;
+            }
+        }
+
+        cidr = ngx_array_push(rc->allow);
+        if (cidr == NULL) {
+            return NGX_ERROR;
+        }
+
+        return ngx_ptocidr(&s, cidr) == NGX_ERROR ? NGX_DECLINED : NGX_OK;
+    }
+
+    return NGX_DECLINED;
+}
+
+
+/* The Redis keys of this pool: PREFIX POOL suffix (common/llmd_wire.h). */
+static ngx_int_t
+ngx_llmd_redis_keys(ngx_conf_t *cf, ngx_llmd_redis_conf_t *rc)
+{
+    rc->hb_key = ngx_llmd_redis_key(cf, rc, LLMD_KEY_HB);
+    rc->events_key = ngx_llmd_redis_key(cf, rc, LLMD_KEY_EVENTS);
+    rc->gw_key = ngx_llmd_redis_key(cf, rc, LLMD_KEY_GW);
+    rc->placements_key = ngx_llmd_redis_key(cf, rc, LLMD_KEY_PLACEMENTS);
+    rc->snap_prefix = ngx_llmd_redis_key(cf, rc, LLMD_KEY_SNAP);
+
+    if (rc->hb_key == NULL || rc->events_key == NULL || rc->gw_key == NULL
+        || rc->placements_key == NULL || rc->snap_prefix == NULL)
+    {
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
 }

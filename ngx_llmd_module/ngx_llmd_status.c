@@ -31,13 +31,24 @@ ngx_llmd_age(ngx_msec_t then)
 }
 
 
+static u_char *ngx_llmd_prom_redis(u_char *p, ngx_llmd_srv_conf_t **ups,
+    ngx_uint_t n);
+static u_char *ngx_llmd_prom_pd(u_char *p, ngx_llmd_srv_conf_t **ups,
+    ngx_uint_t n);
+static u_char *ngx_llmd_prom_staleness(u_char *p, ngx_llmd_srv_conf_t **ups,
+    ngx_uint_t n);
+static u_char *ngx_llmd_status_json_redis(u_char *p, ngx_llmd_shctx_t *sh);
+static u_char *ngx_llmd_status_json_peer(u_char *p, ngx_llmd_srv_conf_t *conf,
+    ngx_uint_t i);
+static u_char *ngx_llmd_status_json_worker(u_char *p,
+    ngx_llmd_srv_conf_t *conf, ngx_uint_t i);
+
+
 static u_char *
 ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
     ngx_uint_t first, ngx_pool_t *pool)
 {
-    size_t             len;
     ngx_uint_t         i;
-    ngx_llmd_peer_t   *pr;
     ngx_llmd_shctx_t  *sh;
 
     sh = conf->sh;
@@ -48,24 +59,7 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
                     sh->evictions);
 
     if (conf->redis) {
-        p = ngx_sprintf(p, "\"redis\":{\"state\":\"%s\",\"age_ms\":%M,"
-                        "\"polls\":%uA,\"heartbeats\":%uA,"
-                        "\"events_applied\":%uA,\"records_rejected\":%uA,"
-                        "\"errors\":%uA,\"other_gateways\":%uA,"
-                        "\"owner_pid\":%uA,\"staleness_ms_le\":[%uA,%uA,"
-                        "%uA,%uA,%uA,%uA,%uA,%uA]},",
-                        ngx_llmd_redis_states[sh->redis_state & 3],
-                        ngx_llmd_age(sh->redis_ok), sh->polls, sh->heartbeats,
-                        sh->events_applied, sh->records_rejected,
-                        sh->redis_errors, sh->remote_gateways, sh->owner_pid,
-                        sh->staleness[0], sh->staleness[1], sh->staleness[2],
-                        sh->staleness[3], sh->staleness[4], sh->staleness[5],
-                        sh->staleness[6], sh->staleness[7]);
-
-        p = ngx_sprintf(p, "\"ttft_residual_ms\":%.1f,"
-                        "\"ttft_spread_ms\":%.1f,\"ttft_samples\":%uA,",
-                        sh->ttft_residual_ms, sh->ttft_spread_ms,
-                        sh->ttft_samples);
+        p = ngx_llmd_status_json_redis(p, sh);
     }
 
     if (conf->pd == 1) {
@@ -88,76 +82,130 @@ ngx_llmd_status_json(u_char *p, ngx_str_t *name, ngx_llmd_srv_conf_t *conf,
     p = ngx_sprintf(p, "\"peers\":[");
 
     for (i = 0; i < sh->npeers; i++) {
-        pr = &sh->peers[i];
-
-        p = ngx_sprintf(p, "%s{\"name\":\"%*s\",\"source\":\"%s\","
-                        "\"inflight\":%uA,\"inflight_tokens\":%uA,"
-                        "\"inflight_work\":%uA,\"remote_inflight\":%uA,\"picks\":%uA,"
-                        "\"affinity_picks\":%uA,\"home_picks\":%uA,"
-                        "\"balance_picks\":%uA,"
-                        "\"predicted_picks\":%uA,\"failures\":%uA,"
-                        "\"prefix_hit_rate\":%.3f,"
-                        "\"header_time_ms\":%.1f,\"observed_ttft_ms\":%.1f",
-                        i ? "," : "", pr->name_len, pr->name,
-                        pr->dynamic ? "discovered" : "server",
-                        pr->inflight, pr->inflight_tokens, pr->inflight_work,
-                        pr->remote_inflight, pr->picks, pr->affinity_picks,
-                        pr->home_picks, pr->balance_picks, pr->predicted_picks, pr->failures,
-                        ngx_llmd_ratio(pr->prefix_hit_blocks,
-                                       pr->prefix_blocks),
-                        (double) pr->header_time_ewma / 1000.0,
-                        pr->observed_ttft_ms);
-
-        len = pr->model_len;
-        ngx_memory_barrier();
-
-        if (len) {
-            p = ngx_cpymem(p, ",\"model\":\"", 10);
-            p = (u_char *) ngx_escape_json(p, pr->model, len);
-            *p++ = '"';
-        }
-
-        if (pr->hb_seen) {
-            p = ngx_sprintf(p, ",\"worker\":{\"id\":\"%s\",\"alive\":%s,"
-                            "\"role\":\"%s\",\"kv_addr\":\"%*s\","
-                            "\"prefill_assigned\":%uA,"
-                            "\"prefill_inflight_tokens\":%uA,"
-                            "\"state_age_ms\":%M,"
-                            "\"running\":%ui,\"waiting\":%ui,"
-                            "\"max_batch\":%ui,\"mean_output\":%.1f,"
-                            "\"queued_prefill_tokens\":%uL,"
-                            "\"kv_usage\":%.3f,\"prefill_tps\":%.1f,"
-                            "\"decode_ms_base\":%.3f,"
-                            "\"decode_ms_per_seq\":%.4f,"
-                            "\"bytes_per_token\":%.2f,\"events\":%s,"
-                            "\"predicted_ttft_ms\":%.1f,"
-                            "\"prediction_error_ms\":%.1f,"
-                            "\"ttft_residual_ms\":%.1f,"
-                            "\"ttft_spread_ms\":%.1f,"
-                            "\"ttft_samples\":%uA,"
-                            "\"ttft_correction_ms\":%.1f}",
-                            pr->worker_id, pr->alive ? "true" : "false",
-                            llmd_role_name(pr->role),
-                            ngx_min(pr->kv_addr_len, LLMD_WIRE_ADDR_MAX),
-                            pr->kv_addr, pr->pd_assigned,
-                            pr->pd_inflight_tokens, ngx_llmd_age(pr->hb_seen),
-                            pr->running, pr->waiting, pr->max_batch,
-                            pr->mean_output,
-                            (uint64_t) pr->queued_prefill_tokens,
-                            ngx_llmd_ratio(pr->kv_used, pr->kv_total),
-                            pr->prefill_tps, pr->decode_ms_base,
-                            pr->decode_ms_per_seq, pr->bytes_per_token,
-                            pr->events ? "true" : "false",
-                            pr->predicted_ttft_ms, pr->prediction_error_ms,
-                            pr->ttft_residual_ms, pr->ttft_spread_ms,
-                            pr->ttft_samples,
-                            ngx_llmd_predict_correction(conf, i));
-        }
-
-        *p++ = '}';
+        p = ngx_llmd_status_json_peer(p, conf, i);
     }
 
     return ngx_sprintf(p, "]}");
+}
+
+
+/* The mirror of Redis: its state and counters, and the TTFT model's. */
+static u_char *
+ngx_llmd_status_json_redis(u_char *p, ngx_llmd_shctx_t *sh)
+{
+    p = ngx_sprintf(p, "\"redis\":{\"state\":\"%s\",\"age_ms\":%M,"
+                    "\"polls\":%uA,\"heartbeats\":%uA,"
+                    "\"events_applied\":%uA,\"records_rejected\":%uA,"
+                    "\"errors\":%uA,\"other_gateways\":%uA,"
+                    "\"owner_pid\":%uA,\"staleness_ms_le\":[%uA,%uA,"
+                    "%uA,%uA,%uA,%uA,%uA,%uA]},",
+                    ngx_llmd_redis_states[sh->redis_state & 3],
+                    ngx_llmd_age(sh->redis_ok), sh->polls, sh->heartbeats,
+                    sh->events_applied, sh->records_rejected,
+                    sh->redis_errors, sh->remote_gateways, sh->owner_pid,
+                    sh->staleness[0], sh->staleness[1], sh->staleness[2],
+                    sh->staleness[3], sh->staleness[4], sh->staleness[5],
+                    sh->staleness[6], sh->staleness[7]);
+
+    p = ngx_sprintf(p, "\"ttft_residual_ms\":%.1f,"
+                    "\"ttft_spread_ms\":%.1f,\"ttft_samples\":%uA,",
+                    sh->ttft_residual_ms, sh->ttft_spread_ms,
+                    sh->ttft_samples);
+
+    return p;
+}
+
+
+/* One peer: the gateway's counters, its model, and what its worker said. */
+static u_char *
+ngx_llmd_status_json_peer(u_char *p, ngx_llmd_srv_conf_t *conf, ngx_uint_t i)
+{
+    size_t            len;
+    ngx_llmd_peer_t  *pr;
+
+    pr = &conf->sh->peers[i];
+
+    p = ngx_sprintf(p, "%s{\"name\":\"%*s\",\"source\":\"%s\","
+                    "\"inflight\":%uA,\"inflight_tokens\":%uA,"
+                    "\"inflight_work\":%uA,\"remote_inflight\":%uA,\"picks\":%uA,"
+                    "\"affinity_picks\":%uA,\"home_picks\":%uA,"
+                    "\"balance_picks\":%uA,"
+                    "\"predicted_picks\":%uA,\"failures\":%uA,"
+                    "\"prefix_hit_rate\":%.3f,"
+                    "\"header_time_ms\":%.1f,\"observed_ttft_ms\":%.1f",
+                    i ? "," : "", pr->name_len, pr->name,
+                    pr->dynamic ? "discovered" : "server",
+                    pr->inflight, pr->inflight_tokens, pr->inflight_work,
+                    pr->remote_inflight, pr->picks, pr->affinity_picks,
+                    pr->home_picks, pr->balance_picks, pr->predicted_picks, pr->failures,
+                    ngx_llmd_ratio(pr->prefix_hit_blocks,
+                                   pr->prefix_blocks),
+                    (double) pr->header_time_ewma / 1000.0,
+                    pr->observed_ttft_ms);
+
+    len = pr->model_len;
+    ngx_memory_barrier();
+
+    if (len) {
+        p = ngx_cpymem(p, ",\"model\":\"", 10);
+        p = (u_char *) ngx_escape_json(p, pr->model, len);
+        *p++ = '"';
+    }
+
+    if (pr->hb_seen) {
+        p = ngx_llmd_status_json_worker(p, conf, i);
+    }
+
+    *p++ = '}';
+
+    return p;
+}
+
+
+/* The worker behind a peer, from its heartbeats. */
+static u_char *
+ngx_llmd_status_json_worker(u_char *p, ngx_llmd_srv_conf_t *conf, ngx_uint_t i)
+{
+    ngx_llmd_peer_t  *pr;
+
+    pr = &conf->sh->peers[i];
+
+    p = ngx_sprintf(p, ",\"worker\":{\"id\":\"%s\",\"alive\":%s,"
+                    "\"role\":\"%s\",\"kv_addr\":\"%*s\","
+                    "\"prefill_assigned\":%uA,"
+                    "\"prefill_inflight_tokens\":%uA,"
+                    "\"state_age_ms\":%M,"
+                    "\"running\":%ui,\"waiting\":%ui,"
+                    "\"max_batch\":%ui,\"mean_output\":%.1f,"
+                    "\"queued_prefill_tokens\":%uL,"
+                    "\"kv_usage\":%.3f,\"prefill_tps\":%.1f,"
+                    "\"decode_ms_base\":%.3f,"
+                    "\"decode_ms_per_seq\":%.4f,"
+                    "\"bytes_per_token\":%.2f,\"events\":%s,"
+                    "\"predicted_ttft_ms\":%.1f,"
+                    "\"prediction_error_ms\":%.1f,"
+                    "\"ttft_residual_ms\":%.1f,"
+                    "\"ttft_spread_ms\":%.1f,"
+                    "\"ttft_samples\":%uA,"
+                    "\"ttft_correction_ms\":%.1f}",
+                    pr->worker_id, pr->alive ? "true" : "false",
+                    llmd_role_name(pr->role),
+                    ngx_min(pr->kv_addr_len, LLMD_WIRE_ADDR_MAX),
+                    pr->kv_addr, pr->pd_assigned,
+                    pr->pd_inflight_tokens, ngx_llmd_age(pr->hb_seen),
+                    pr->running, pr->waiting, pr->max_batch,
+                    pr->mean_output,
+                    (uint64_t) pr->queued_prefill_tokens,
+                    ngx_llmd_ratio(pr->kv_used, pr->kv_total),
+                    pr->prefill_tps, pr->decode_ms_base,
+                    pr->decode_ms_per_seq, pr->bytes_per_token,
+                    pr->events ? "true" : "false",
+                    pr->predicted_ttft_ms, pr->prediction_error_ms,
+                    pr->ttft_residual_ms, pr->ttft_spread_ms,
+                    pr->ttft_samples,
+                    ngx_llmd_predict_correction(conf, i));
+
+    return p;
 }
 
 
@@ -285,9 +333,7 @@ static u_char *
 ngx_llmd_status_prometheus(u_char *p, ngx_llmd_srv_conf_t **ups,
     ngx_uint_t n)
 {
-    ngx_uint_t         f, i, k, b, cum;
-    ngx_str_t         *name;
-    ngx_llmd_shctx_t  *sh;
+    ngx_uint_t  f, i, k;
 
     for (f = 0; f < F_NFAMILIES; f++) {
         p = ngx_llmd_prom_head(p, ngx_llmd_families[f][0],
@@ -317,6 +363,20 @@ ngx_llmd_status_prometheus(u_char *p, ngx_llmd_srv_conf_t **ups,
                         "{upstream=\"%V\"} %uA\n",
                         &ups[i]->upstream->host, ups[i]->sh->evictions);
     }
+
+    p = ngx_llmd_prom_redis(p, ups, n);
+    p = ngx_llmd_prom_pd(p, ups, n);
+
+    return ngx_llmd_prom_staleness(p, ups, n);
+}
+
+
+/* The mirror of Redis, per upstream that has one. */
+static u_char *
+ngx_llmd_prom_redis(u_char *p, ngx_llmd_srv_conf_t **ups, ngx_uint_t n)
+{
+    ngx_uint_t         i;
+    ngx_llmd_shctx_t  *sh;
 
 #define REDIS_FAMILY(metric, type, help, fmt, value)                         \
     p = ngx_llmd_prom_head(p, metric, type, help);                           \
@@ -348,6 +408,17 @@ ngx_llmd_status_prometheus(u_char *p, ngx_llmd_srv_conf_t **ups,
 
 #undef REDIS_FAMILY
 
+    return p;
+}
+
+
+static u_char *
+ngx_llmd_prom_pd(u_char *p, ngx_llmd_srv_conf_t **ups, ngx_uint_t n)
+{
+    ngx_uint_t         i;
+    ngx_str_t         *name;
+    ngx_llmd_shctx_t  *sh;
+
     p = ngx_llmd_prom_head(p, "pd_decisions_total", "counter",
                            "Prefill/decode decisions: remote prefill, or "
                            "local and why.");
@@ -373,6 +444,18 @@ ngx_llmd_status_prometheus(u_char *p, ngx_llmd_srv_conf_t **ups,
                         name, sh->pd_decisions[NGX_LLMD_PD_UNDER],
                         name, sh->pd_decisions[NGX_LLMD_PD_QUEUE_FULL]);
     }
+
+    return p;
+}
+
+
+/* Time from a worker's cache event to shared memory, as a histogram. */
+static u_char *
+ngx_llmd_prom_staleness(u_char *p, ngx_llmd_srv_conf_t **ups, ngx_uint_t n)
+{
+    ngx_uint_t         i, b, cum;
+    ngx_str_t         *name;
+    ngx_llmd_shctx_t  *sh;
 
     p = ngx_llmd_prom_head(p, "event_staleness_seconds", "histogram",
                            "Time from a worker's cache event to shared "

@@ -6,6 +6,10 @@
 #include "ngx_llmd.h"
 
 
+static ngx_int_t ngx_llmd_variable_text(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, ngx_llmd_ctx_t *ctx, uintptr_t data);
+static ngx_int_t ngx_llmd_variable_number(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, ngx_llmd_ctx_t *ctx, uintptr_t data);
 static ngx_int_t ngx_llmd_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_llmd_flow_variable(ngx_http_request_t *r,
@@ -89,7 +93,7 @@ static ngx_int_t
 ngx_llmd_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     uintptr_t data)
 {
-    u_char          *p;
+    ngx_int_t        rc;
     ngx_llmd_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_llmd_module);
@@ -102,58 +106,68 @@ ngx_llmd_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     switch (data) {
 
     case NGX_LLMD_VAR_PEER:
+    case NGX_LLMD_VAR_REASON:
+    case NGX_LLMD_VAR_PREFILL_PEER:
+    case NGX_LLMD_VAR_TRANSFER_ID:
+    case NGX_LLMD_VAR_PD:
+        rc = ngx_llmd_variable_text(r, v, ctx, data);
+        break;
+
+    default:
+        rc = ngx_llmd_variable_number(r, v, ctx, data);
+        break;
+    }
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    if (rc == NGX_DECLINED) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
+/* The variables that name something: NGX_DECLINED when not known (yet). */
+static ngx_int_t
+ngx_llmd_variable_text(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    ngx_llmd_ctx_t *ctx, uintptr_t data)
+{
+    switch (data) {
+
+    case NGX_LLMD_VAR_PEER:
         if (ctx->peer.len == 0) {
-            v->not_found = 1;
-            return NGX_OK;
+            return NGX_DECLINED;
         }
         v->data = ctx->peer.data;
         v->len = ctx->peer.len;
-        break;
-
-    case NGX_LLMD_VAR_PREFIX_HIT:
-        if (!ctx->inspected) {
-            v->not_found = 1;
-            return NGX_OK;
-        }
-        p = ngx_pnalloc(r->pool, 2 * NGX_INT_T_LEN + 1);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-        v->data = p;
-        v->len = ngx_sprintf(p, "%ui/%uz", ctx->matched,
-                             ctx->req.prefix.nkeys) - p;
-        break;
+        return NGX_OK;
 
     case NGX_LLMD_VAR_REASON:
         if (ctx->reason == NGX_LLMD_PICK_NONE) {
-            v->not_found = 1;
-            return NGX_OK;
+            return NGX_DECLINED;
         }
         v->data = (u_char *) ngx_llmd_pick_reasons[ctx->reason];
         v->len = ngx_strlen(v->data);
-        break;
+        return NGX_OK;
 
-    case NGX_LLMD_VAR_PREDICTED_TTFT:
-    case NGX_LLMD_VAR_OBSERVED_TTFT:
-        if (data == NGX_LLMD_VAR_PREDICTED_TTFT ? !ctx->predicted
-                                                : !ctx->observed)
-        {
-            v->not_found = 1;
-            return NGX_OK;
+    case NGX_LLMD_VAR_PD:
+        /* only reports: a decision made after the pick would reach no one */
+        if (ctx->pd_reason == NULL) {
+            return NGX_DECLINED;
         }
-        p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 4);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-        v->data = p;
-        v->len = ngx_sprintf(p, "%.1f",
-                             data == NGX_LLMD_VAR_PREDICTED_TTFT
-                             ? ctx->predicted_ttft_ms
-                             : ctx->observed_ttft_ms) - p;
-        break;
+        v->data = (u_char *) ctx->pd_reason;
+        v->len = ngx_strlen(ctx->pd_reason);
+        return NGX_OK;
 
-    case NGX_LLMD_VAR_PREFILL_PEER:
-    case NGX_LLMD_VAR_TRANSFER_ID:
+    default: /* NGX_LLMD_VAR_PREFILL_PEER, NGX_LLMD_VAR_TRANSFER_ID */
         /* evaluated by proxy_set_header before the balancer runs: the
          * prefill/decode decision is made here, once */
         if (ngx_llmd_pd_decide(r, ctx) != NGX_OK) {
@@ -161,8 +175,7 @@ ngx_llmd_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
         }
 
         if (!ctx->pd_remote) {
-            v->not_found = 1;
-            return NGX_OK;
+            return NGX_DECLINED;
         }
 
         if (data == NGX_LLMD_VAR_PREFILL_PEER) {
@@ -173,52 +186,65 @@ ngx_llmd_variable(ngx_http_request_t *r, ngx_http_variable_value_t *v,
             v->data = ctx->transfer_id.data;
             v->len = ctx->transfer_id.len;
         }
-        break;
+        return NGX_OK;
+    }
+}
 
-    case NGX_LLMD_VAR_PD:
-        /* only reports: a decision made after the pick would reach no one */
-        if (ctx->pd_reason == NULL) {
-            v->not_found = 1;
-            return NGX_OK;
+
+/* The variables that are numbers, printed into the request's pool. */
+static ngx_int_t
+ngx_llmd_variable_number(ngx_http_request_t *r, ngx_http_variable_value_t *v,
+    ngx_llmd_ctx_t *ctx, uintptr_t data)
+{
+    u_char  *p;
+
+    p = ngx_pnalloc(r->pool, 2 * NGX_INT64_LEN + 4);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->data = p;
+
+    switch (data) {
+
+    case NGX_LLMD_VAR_PREFIX_HIT:
+        if (!ctx->inspected) {
+            return NGX_DECLINED;
         }
-        v->data = (u_char *) ctx->pd_reason;
-        v->len = ngx_strlen(ctx->pd_reason);
-        break;
+        v->len = ngx_sprintf(p, "%ui/%uz", ctx->matched,
+                             ctx->req.prefix.nkeys) - p;
+        return NGX_OK;
+
+    case NGX_LLMD_VAR_PREDICTED_TTFT:
+        if (!ctx->predicted) {
+            return NGX_DECLINED;
+        }
+        v->len = ngx_sprintf(p, "%.1f", ctx->predicted_ttft_ms) - p;
+        return NGX_OK;
+
+    case NGX_LLMD_VAR_OBSERVED_TTFT:
+        if (!ctx->observed) {
+            return NGX_DECLINED;
+        }
+        v->len = ngx_sprintf(p, "%.1f", ctx->observed_ttft_ms) - p;
+        return NGX_OK;
 
     case NGX_LLMD_VAR_DECISION_US:
         if (ctx->tries == 0) {
-            v->not_found = 1;
-            return NGX_OK;
+            return NGX_DECLINED;
         }
-        p = ngx_pnalloc(r->pool, NGX_INT64_LEN + 4);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-        v->data = p;
         v->len = ngx_sprintf(p, "%.1f", (double) ctx->decision_ns / 1000.0)
                  - p;
-        break;
+        return NGX_OK;
 
     default: /* NGX_LLMD_VAR_PROMPT_BYTES */
         if (!ctx->inspected) {
-            v->not_found = 1;
-            return NGX_OK;
+            return NGX_DECLINED;
         }
-        p = ngx_pnalloc(r->pool, NGX_INT64_LEN);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-        v->data = p;
         v->len = ngx_sprintf(p, "%uL", (uint64_t) ctx->req.prefix.total_bytes)
                  - p;
-        break;
+        return NGX_OK;
     }
-
-    v->valid = 1;
-    v->no_cacheable = 1;
-    v->not_found = 0;
-
-    return NGX_OK;
 }
 
 

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -186,12 +187,57 @@ static const struct option options[] = {
     { NULL, 0, NULL, 0 }
 };
 
-static enum config_result apply(struct worker_config *cfg, int opt,
+/* the options that are one int in a range: a row each, not a case each */
+static const struct int_option {
+    int         opt;
+    long        min;
+    long        max;
+    size_t      offset;
+} int_options[] = {
+    { OPT_THREADS,          1, 1024,        offsetof(struct worker_config, threads) },
+    { OPT_HEARTBEAT_MS,     10, 60000,      offsetof(struct worker_config, heartbeat_ms) },
+    { OPT_PREFIX_BLOCK,     LLMD_PREFIX_BLOCK_MIN, LLMD_PREFIX_BLOCK_MAX,
+                                            offsetof(struct worker_config, prefix_block) },
+    { OPT_KV_BLOCKS,        1, 1 << 24,     offsetof(struct worker_config, kv_blocks) },
+    { OPT_BLOCK_TOKENS,     1, 4096,        offsetof(struct worker_config, block_tokens) },
+    { OPT_MAX_BATCH,        1, 65536,       offsetof(struct worker_config, max_batch) },
+    { OPT_MAX_BATCH_TOKENS, 1, 1 << 20,     offsetof(struct worker_config, max_batch_tokens) },
+    { OPT_MAX_MODEL_LEN,    1, 1 << 24,     offsetof(struct worker_config, max_model_len) },
+    { OPT_DEVICE,           0, 1023,        offsetof(struct worker_config, device) },
+    { OPT_PD_TIMEOUT,       10, 3600000,    offsetof(struct worker_config, pd_timeout_ms) },
+    { OPT_PD_LEASE,         10, 3600000,    offsetof(struct worker_config, pd_lease_ms) },
+};
+
+static const struct int_option *int_option(int opt)
+{
+    for (size_t i = 0; i < sizeof(int_options) / sizeof(int_options[0]); i++)
+        if (int_options[i].opt == opt)
+            return &int_options[i];
+    return NULL;
+}
+
+/* v must be one of the NULL-ended names; copies it to dst */
+static enum config_result one_of(char *dst, const char *const *names,
+    const char *name, const char *v, const char *expected, char *err, size_t len)
+{
+    for (; *names; names++) {
+        if (strcmp(v, *names) == 0) {
+            strcpy(dst, v);
+            return CONFIG_OK;
+        }
+    }
+    return fail(err, len, "--%s: expected %s, got '%s'", name, expected, v);
+}
+
+/* The options that choose a name, a path or an address. */
+static enum config_result apply_text(struct worker_config *cfg, int opt,
     const char *name, const char *v, char *err, size_t len)
 {
+    static const char *const backends[] = { "sim", "cpu", "cuda", NULL };
+    static const char *const roles[] = { "both", "prefill", "decode", NULL };
+    static const char *const templates[] = { "llama3", "chatml", "llama2",
+                                              "gemma", "plain", NULL };
     long n;
-    char *end;
-    double d;
 
     switch (opt) {
     case OPT_LISTEN:
@@ -199,33 +245,15 @@ static enum config_result apply(struct worker_config *cfg, int opt,
             return fail(err, len, "--listen: expected HOST:PORT, got '%s'", v);
         return CONFIG_OK;
     case OPT_BACKEND:
-        if (strcmp(v, "sim") != 0 && strcmp(v, "cpu") != 0
-            && strcmp(v, "cuda") != 0)
-            return fail(err, len, "--backend: expected sim, cpu or cuda, got '%s'", v);
-        strcpy(cfg->backend, v);
-        return CONFIG_OK;
+        return one_of(cfg->backend, backends, name, v, "sim, cpu or cuda", err, len);
     case OPT_ROLE:
-        if (strcmp(v, "both") != 0 && strcmp(v, "prefill") != 0
-            && strcmp(v, "decode") != 0)
-            return fail(err, len, "--role: expected both, prefill or decode, got '%s'", v);
-        strcpy(cfg->role, v);
-        return CONFIG_OK;
+        return one_of(cfg->role, roles, name, v, "both, prefill or decode", err, len);
+    case OPT_CHAT_TEMPLATE:
+        return one_of(cfg->chat_template, templates, name, v,
+                      "llama3, chatml, llama2, gemma or plain", err, len);
     case OPT_MODEL:
         if (copy_str(cfg->model_path, sizeof(cfg->model_path), v) != 0)
             return fail(err, len, "--model: empty or too long");
-        return CONFIG_OK;
-    case OPT_THREADS:
-        if (parse_long(v, 1, 1024, &n) != 0)
-            return fail(err, len, "--threads: expected 1..1024, got '%s'", v);
-        cfg->threads = (int) n;
-        return CONFIG_OK;
-    case OPT_CHAT_TEMPLATE:
-        if (strcmp(v, "llama3") != 0 && strcmp(v, "chatml") != 0
-            && strcmp(v, "llama2") != 0 && strcmp(v, "gemma") != 0
-            && strcmp(v, "plain") != 0)
-            return fail(err, len, "--chat-template: expected llama3, chatml, "
-                        "llama2, gemma or plain, got '%s'", v);
-        strcpy(cfg->chat_template, v);
         return CONFIG_OK;
     case OPT_MODEL_NAME:
         if (copy_str(cfg->model_name, sizeof(cfg->model_name), v) != 0)
@@ -264,46 +292,39 @@ static enum config_result apply(struct worker_config *cfg, int opt,
                         "bytes), got '%s'", sizeof(cfg->advertise) - 1, v);
         return CONFIG_OK;
     }
-    case OPT_HEARTBEAT_MS:
-        if (parse_long(v, 10, 60000, &n) != 0)
-            return fail(err, len, "--heartbeat-ms: expected 10..60000, got '%s'", v);
-        cfg->heartbeat_ms = (int) n;
-        return CONFIG_OK;
-    case OPT_PREFIX_BLOCK:
-        if (parse_long(v, LLMD_PREFIX_BLOCK_MIN, LLMD_PREFIX_BLOCK_MAX, &n) != 0)
-            return fail(err, len, "--prefix-block: expected %d..%d, got '%s'",
-                        LLMD_PREFIX_BLOCK_MIN, LLMD_PREFIX_BLOCK_MAX, v);
-        cfg->prefix_block = (int) n;
-        return CONFIG_OK;
     case OPT_SIM_PROFILE:
         if (copy_str(cfg->sim_profile, sizeof(cfg->sim_profile), v) != 0)
             return fail(err, len, "--sim-profile: empty or too long");
         return CONFIG_OK;
-    case OPT_KV_BLOCKS:
-        if (parse_long(v, 1, 1 << 24, &n) != 0)
-            return fail(err, len, "--kv-blocks: expected 1..16777216, got '%s'", v);
-        cfg->kv_blocks = (int) n;
+    case OPT_KV_LISTEN: {
+        struct worker_config tmp;
+        if (parse_listen(&tmp, v) != 0)
+            return fail(err, len, "--kv-listen: expected HOST:PORT, got '%s'", v);
+        strcpy(cfg->kv_listen_host, tmp.listen_host);
+        cfg->kv_listen_port = tmp.listen_port;
         return CONFIG_OK;
-    case OPT_BLOCK_TOKENS:
-        if (parse_long(v, 1, 4096, &n) != 0)
-            return fail(err, len, "--block-tokens: expected 1..4096, got '%s'", v);
-        cfg->block_tokens = (int) n;
+    }
+    }
+    return fail(err, len, "unknown option");
+}
+
+static enum config_result apply(struct worker_config *cfg, int opt,
+    const char *name, const char *v, char *err, size_t len)
+{
+    const struct int_option *io = int_option(opt);
+    long n;
+    char *end;
+    double d;
+
+    if (io != NULL) {
+        if (parse_long(v, io->min, io->max, &n) != 0)
+            return fail(err, len, "--%s: expected %ld..%ld, got '%s'", name,
+                        io->min, io->max, v);
+        *(int *) ((char *) cfg + io->offset) = (int) n;
         return CONFIG_OK;
-    case OPT_MAX_BATCH:
-        if (parse_long(v, 1, 65536, &n) != 0)
-            return fail(err, len, "--max-batch: expected 1..65536, got '%s'", v);
-        cfg->max_batch = (int) n;
-        return CONFIG_OK;
-    case OPT_MAX_BATCH_TOKENS:
-        if (parse_long(v, 1, 1 << 20, &n) != 0)
-            return fail(err, len, "--max-batch-tokens: expected 1..1048576, got '%s'", v);
-        cfg->max_batch_tokens = (int) n;
-        return CONFIG_OK;
-    case OPT_MAX_MODEL_LEN:
-        if (parse_long(v, 1, 1 << 24, &n) != 0)
-            return fail(err, len, "--max-model-len: expected 1..16777216, got '%s'", v);
-        cfg->max_model_len = (int) n;
-        return CONFIG_OK;
+    }
+
+    switch (opt) {
     case OPT_SEED:
         if (parse_long(v, 0, LONG_MAX, &n) != 0)
             return fail(err, len, "--seed: expected a non-negative integer, got '%s'", v);
@@ -317,33 +338,11 @@ static enum config_result apply(struct worker_config *cfg, int opt,
     case OPT_SIM_CHECK_KV:
         cfg->sim_check_kv = 1;
         return CONFIG_OK;
-    case OPT_DEVICE:
-        if (parse_long(v, 0, 1023, &n) != 0)
-            return fail(err, len, "--device: expected 0..1023, got '%s'", v);
-        cfg->device = (int) n;
-        return CONFIG_OK;
-    case OPT_KV_LISTEN: {
-        struct worker_config tmp;
-        if (parse_listen(&tmp, v) != 0)
-            return fail(err, len, "--kv-listen: expected HOST:PORT, got '%s'", v);
-        strcpy(cfg->kv_listen_host, tmp.listen_host);
-        cfg->kv_listen_port = tmp.listen_port;
-        return CONFIG_OK;
-    }
     case OPT_PD_FAILURE:
         if (strcmp(v, "recompute") != 0 && strcmp(v, "fail") != 0)
             return fail(err, len, "--pd-failure: expected recompute or fail, "
                         "got '%s'", v);
         cfg->pd_recompute = strcmp(v, "recompute") == 0;
-        return CONFIG_OK;
-    case OPT_PD_TIMEOUT:
-    case OPT_PD_LEASE:
-        if (parse_long(v, 10, 3600000, &n) != 0)
-            return fail(err, len, "--%s: expected 10..3600000, got '%s'", name, v);
-        if (opt == OPT_PD_TIMEOUT)
-            cfg->pd_timeout_ms = (int) n;
-        else
-            cfg->pd_lease_ms = (int) n;
         return CONFIG_OK;
     case OPT_SPEED:
     case OPT_AGING:
@@ -359,7 +358,7 @@ static enum config_result apply(struct worker_config *cfg, int opt,
             cfg->priority_aging = d;
         return CONFIG_OK;
     }
-    return fail(err, len, "unknown option");
+    return apply_text(cfg, opt, name, v, err, len);
 }
 
 enum config_result config_parse(struct worker_config *cfg, int argc,
