@@ -190,13 +190,43 @@ ngx_llmd_flow_label(u_char *p, ngx_llmd_flow_t *f)
 }
 
 
+/* One band's queue wait, as a Prometheus histogram. */
+static u_char *
+ngx_llmd_flow_prom_wait(u_char *p, ngx_str_t *name, ngx_llmd_band_t *b)
+{
+    ngx_uint_t  k, cum;
+
+    cum = 0;
+
+    for (k = 0; k < NGX_LLMD_WAIT_BUCKETS; k++) {
+        cum += b->wait_le[k];
+        p = ngx_sprintf(p, "llmd_gateway_queue_wait_seconds_bucket"
+                        "{upstream=\"%V\",priority=\"%i\","
+                        "le=\"%.3f\"} %ui\n", name, b->priority,
+                        (double) ngx_llmd_wait_le_ms[k] / 1000.0, cum);
+    }
+
+    cum += b->wait_le[NGX_LLMD_WAIT_BUCKETS];
+
+    return ngx_sprintf(p, "llmd_gateway_queue_wait_seconds_bucket"
+                       "{upstream=\"%V\",priority=\"%i\",le=\"+Inf\"} "
+                       "%ui\nllmd_gateway_queue_wait_seconds_sum"
+                       "{upstream=\"%V\",priority=\"%i\"} %.3f\n"
+                       "llmd_gateway_queue_wait_seconds_count"
+                       "{upstream=\"%V\",priority=\"%i\"} %ui\n",
+                       name, b->priority, cum, name, b->priority,
+                       (double) b->wait_sum_ms / 1000.0, name,
+                       b->priority, cum);
+}
+
+
 /* The Prometheus families of every upstream with llmd_queue. */
 u_char *
 ngx_llmd_flow_status_prom(u_char *p, ngx_llmd_srv_conf_t **ups, ngx_uint_t n,
     ngx_pool_t *pool)
 {
     ngx_str_t         *name;
-    ngx_uint_t         i, j, k, nd, cum;
+    ngx_uint_t         i, j, k, nd;
     ngx_llmd_band_t   *b;
     ngx_llmd_depth_t  *d;
     ngx_llmd_shctx_t  *sh;
@@ -276,26 +306,7 @@ ngx_llmd_flow_status_prom(u_char *p, ngx_llmd_srv_conf_t **ups, ngx_uint_t n,
                 continue;
             }
 
-            cum = 0;
-            for (k = 0; k < NGX_LLMD_WAIT_BUCKETS; k++) {
-                cum += b->wait_le[k];
-                p = ngx_sprintf(p, "llmd_gateway_queue_wait_seconds_bucket"
-                                "{upstream=\"%V\",priority=\"%i\","
-                                "le=\"%.3f\"} %ui\n", name, b->priority,
-                                (double) ngx_llmd_wait_le_ms[k] / 1000.0, cum);
-            }
-
-            cum += b->wait_le[NGX_LLMD_WAIT_BUCKETS];
-
-            p = ngx_sprintf(p, "llmd_gateway_queue_wait_seconds_bucket"
-                            "{upstream=\"%V\",priority=\"%i\",le=\"+Inf\"} "
-                            "%ui\nllmd_gateway_queue_wait_seconds_sum"
-                            "{upstream=\"%V\",priority=\"%i\"} %.3f\n"
-                            "llmd_gateway_queue_wait_seconds_count"
-                            "{upstream=\"%V\",priority=\"%i\"} %ui\n",
-                            name, b->priority, cum, name, b->priority,
-                            (double) b->wait_sum_ms / 1000.0, name,
-                            b->priority, cum);
+            p = ngx_llmd_flow_prom_wait(p, name, b);
         }
     }
 

@@ -160,19 +160,58 @@ ngx_llmd_slo_met(ngx_llmd_srv_conf_t *conf, ngx_llmd_cand_t *cd)
 }
 
 
+/* Among the candidates about as fast as the fastest (and meeting the SLO
+ * when slo is set): the longest match, then the least work in flight. */
+static ngx_uint_t
+ngx_llmd_pick_near(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
+    ngx_uint_t start, ngx_uint_t fast, ngx_uint_t slo)
+{
+    double             tol;
+    ngx_uint_t         k, c, near, load, nload;
+    ngx_llmd_cand_t   *cd;
+    ngx_llmd_shctx_t  *sh;
+
+    sh = lp->conf->sh;
+
+    tol = ngx_max(lp->cand[fast].ttft * NGX_LLMD_PREDICT_TOLERANCE,
+                  lp->cand[fast].itl * NGX_LLMD_PREDICT_TOLERANCE_STEPS);
+    near = fast;
+    nload = ngx_llmd_cand_work(sh, &lp->cand[fast]);
+
+    for (k = 0; k < ncand; k++) {
+        c = (start + k) % ncand;
+        cd = &lp->cand[c];
+
+        if ((slo && !ngx_llmd_slo_met(lp->conf, cd))
+            || cd->ttft > lp->cand[fast].ttft + tol)
+        {
+            continue;
+        }
+
+        load = ngx_llmd_cand_work(sh, cd);
+
+        if (cd->match > lp->cand[near].match
+            || (cd->match == lp->cand[near].match && load < nload))
+        {
+            near = c;
+            nload = load;
+        }
+    }
+
+    return near;
+}
+
+
 ngx_int_t
 ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
     ngx_uint_t start, ngx_uint_t *best)
 {
-    double                tol;
     uint64_t              bytes;
-    ngx_uint_t            k, c, pass, fast, near, sticky, found, load, nload;
+    ngx_uint_t            k, c, pass, fast, near, sticky, found;
     ngx_llmd_cand_t      *cd;
-    ngx_llmd_shctx_t     *sh;
     ngx_llmd_srv_conf_t  *conf;
 
     conf = lp->conf;
-    sh = conf->sh;
 
     for (c = 0; c < ncand; c++) {
         if (!ngx_llmd_predict_ready(conf, lp->cand[c].slot)) {
@@ -223,31 +262,7 @@ ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
             continue;
         }
 
-        /* the least work in flight among those about as fast as the fastest */
-        tol = ngx_max(lp->cand[fast].ttft * NGX_LLMD_PREDICT_TOLERANCE,
-                      lp->cand[fast].itl * NGX_LLMD_PREDICT_TOLERANCE_STEPS);
-        near = fast;
-        nload = ngx_llmd_cand_work(sh, &lp->cand[fast]);
-
-        for (k = 0; k < ncand; k++) {
-            c = (start + k) % ncand;
-            cd = &lp->cand[c];
-
-            if ((pass == 0 && !ngx_llmd_slo_met(conf, cd))
-                || cd->ttft > lp->cand[fast].ttft + tol)
-            {
-                continue;
-            }
-
-            load = ngx_llmd_cand_work(sh, cd);
-
-            if (cd->match > lp->cand[near].match
-                || (cd->match == lp->cand[near].match && load < nload))
-            {
-                near = c;
-                nload = load;
-            }
-        }
+        near = ngx_llmd_pick_near(lp, ncand, start, fast, pass == 0);
 
         if (lp->cand[sticky].match > lp->cand[near].match
             && lp->cand[sticky].ttft

@@ -15,6 +15,12 @@
 
 
 static uint32_t ngx_llmd_lookup(ngx_llmd_shctx_t *sh, uint64_t key);
+static ngx_uint_t ngx_llmd_zone_deepest(ngx_llmd_shctx_t *sh, uint64_t *keys,
+    ngx_uint_t lo, ngx_uint_t hi, uint16_t id, uint16_t flag, uint32_t *hints);
+static void ngx_llmd_zone_front(ngx_llmd_entry_t *entry, uint16_t id,
+    uint16_t flag, ngx_uint_t held);
+static void ngx_llmd_zone_share(ngx_llmd_shctx_t *sh, uint64_t key,
+    ngx_int_t slot);
 
 
 /* 64 random bits; only when the kernel has none, a mix of what varies. */
@@ -364,6 +370,38 @@ ngx_llmd_match_note(ngx_llmd_entry_t *e, ngx_uint_t depth, ngx_int_t *slots,
 
 
 /*
+ * The deepest i in [lo, hi) whose key keys[i - 1] lists peer id (with flag,
+ * when flag is set), given that keys[lo - 1] does: a binary search, since a
+ * peer's keys are recorded and evicted as a prefix.  hints[] (may be NULL)
+ * gets the entries found.
+ */
+static ngx_uint_t
+ngx_llmd_zone_deepest(ngx_llmd_shctx_t *sh, uint64_t *keys, ngx_uint_t lo,
+    ngx_uint_t hi, uint16_t id, uint16_t flag, uint32_t *hints)
+{
+    uint32_t    e;
+    ngx_uint_t  mid;
+
+    while (hi - lo > 1) {
+        mid = lo + (hi - lo) / 2;
+        e = ngx_llmd_lookup(sh, keys[mid - 1]);
+
+        if (e != NGX_LLMD_NIL && ngx_llmd_entry_has(&sh->entries[e], id, flag)) {
+            lo = mid;
+            if (hints) {
+                hints[mid - 1] = e;
+            }
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    return lo;
+}
+
+
+/*
  * For each candidate, how many leading blocks of the request it holds
  * (match[]) and how many are recorded for it at all, held or placed
  * (home[], may be NULL).  Both must start at zero.
@@ -441,26 +479,9 @@ ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
 
         id = (uint16_t) (slots[j] + 1);
 
-        /* it has keys[lo - 1]; find the largest such lo */
-        lo = known[j];
-        hi = nkeys + 1;
-
-        while (hi - lo > 1) {
-            mid = lo + (hi - lo) / 2;
-            e = ngx_llmd_lookup(sh, keys[mid - 1]);
-
-            if (e != NGX_LLMD_NIL
-                && ngx_llmd_entry_has(&sh->entries[e], id, 0))
-            {
-                lo = mid;
-                if (hints) {
-                    hints[mid - 1] = e;
-                }
-
-            } else {
-                hi = mid;
-            }
-        }
+        /* it has keys[known - 1]; find the deepest key it has */
+        lo = ngx_llmd_zone_deepest(sh, keys, known[j], nkeys + 1, id, 0,
+                                   hints);
 
         if (home) {
             home[j] = lo;
@@ -477,29 +498,78 @@ ngx_llmd_zone_match(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
             continue;
         }
 
-        hi = lo + 1;
-        lo = 1;
-
-        while (hi - lo > 1) {
-            mid = lo + (hi - lo) / 2;
-            e = ngx_llmd_lookup(sh, keys[mid - 1]);
-
-            if (e != NGX_LLMD_NIL
-                && ngx_llmd_entry_has(&sh->entries[e], id, NGX_LLMD_KEY_HELD))
-            {
-                lo = mid;
-
-            } else {
-                hi = mid;
-            }
-        }
-
-        match[j] = lo;
+        match[j] = ngx_llmd_zone_deepest(sh, keys, 1, lo + 1, id,
+                                         NGX_LLMD_KEY_HELD, NULL);
     }
 
 done:
 
     ngx_shmtx_unlock(&conf->shpool->mutex);
+}
+
+
+/*
+ * Moves (or adds) peer id to the front of an entry.  When the entry is
+ * full, the oldest placement makes room, or for an event the oldest peer;
+ * when every peer there is held, a placement changes nothing: the
+ * workers know better.
+ */
+static void
+ngx_llmd_zone_front(ngx_llmd_entry_t *entry, uint16_t id, uint16_t flag,
+    ngx_uint_t held)
+{
+    uint16_t    v;
+    ngx_uint_t  k;
+
+    for (k = 0; k < NGX_LLMD_KEY_PEERS; k++) {
+        if ((entry->peers[k] & NGX_LLMD_KEY_ID) == id || entry->peers[k] == 0) {
+            break;
+        }
+    }
+
+    if (k == NGX_LLMD_KEY_PEERS) {
+        while (k && (entry->peers[k - 1] & NGX_LLMD_KEY_HELD)) {
+            k--;
+        }
+
+        if (k) {
+            k--;
+
+        } else if (held) {
+            k = NGX_LLMD_KEY_PEERS - 1;
+
+        } else {
+            return;
+        }
+
+        v = id;
+
+    } else {
+        v = entry->peers[k] ? entry->peers[k] : id;
+    }
+
+    ngx_memmove(&entry->peers[1], &entry->peers[0], k * sizeof(uint16_t));
+    entry->peers[0] = v | flag;
+}
+
+
+/* Other gateways learn a placement through Redis; when the ring is full
+ * the oldest unsent placement is dropped. */
+static void
+ngx_llmd_zone_share(ngx_llmd_shctx_t *sh, uint64_t key, ngx_int_t slot)
+{
+    ngx_uint_t             head;
+    ngx_llmd_placement_t  *pl;
+
+    head = sh->placements_head;
+    pl = &sh->placements[head % NGX_LLMD_PLACEMENTS];
+    pl->key = key;
+    pl->slot = (uint32_t) slot;
+    sh->placements_head = head + 1;
+
+    if (head + 1 - sh->placements_tail > NGX_LLMD_PLACEMENTS) {
+        sh->placements_tail = head + 1 - NGX_LLMD_PLACEMENTS;
+    }
 }
 
 
@@ -517,12 +587,9 @@ ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
     ngx_uint_t nkeys, ngx_int_t slot, ngx_uint_t share, uint32_t *hints,
     ngx_uint_t recorded, ngx_uint_t held)
 {
-    ngx_uint_t             head;
-    ngx_llmd_placement_t  *pl;
-
-    uint16_t           id, flag, want, v;
+    uint16_t           id, flag, want;
     uint32_t           e;
-    ngx_uint_t         i, k;
+    ngx_uint_t         i;
     ngx_llmd_entry_t  *entry;
     ngx_llmd_shctx_t  *sh;
 
@@ -568,7 +635,7 @@ ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
             /* already this peer's, and recent enough: an approximate LRU
              * saves the relinking of long shared prefixes */
             if (share) {
-                goto share;
+                ngx_llmd_zone_share(sh, keys[i], slot);
             }
             continue;
 
@@ -580,54 +647,10 @@ ngx_llmd_zone_record(ngx_llmd_srv_conf_t *conf, uint64_t *keys,
         entry = &sh->entries[e];
         entry->touched = sh->clock;
 
-        /* move (or add) id to the front; when the entry is full, the
-         * oldest placement makes room, or for an event the oldest peer */
-        for (k = 0; k < NGX_LLMD_KEY_PEERS; k++) {
-            if ((entry->peers[k] & NGX_LLMD_KEY_ID) == id
-                || entry->peers[k] == 0)
-            {
-                break;
-            }
-        }
-
-        if (k == NGX_LLMD_KEY_PEERS) {
-            while (k && (entry->peers[k - 1] & NGX_LLMD_KEY_HELD)) {
-                k--;
-            }
-
-            if (k) {
-                k--;
-
-            } else if (held) {
-                k = NGX_LLMD_KEY_PEERS - 1;
-
-            } else {
-                goto share;     /* all held: the workers know better */
-            }
-
-            v = id;
-
-        } else {
-            v = entry->peers[k] ? entry->peers[k] : id;
-        }
-
-        ngx_memmove(&entry->peers[1], &entry->peers[0], k * sizeof(uint16_t));
-        entry->peers[0] = v | flag;
-
-    share:
+        ngx_llmd_zone_front(entry, id, flag, held);
 
         if (share) {
-            /* other gateways learn this placement through Redis; when the
-             * ring is full the oldest unsent placement is dropped */
-            head = sh->placements_head;
-            pl = &sh->placements[head % NGX_LLMD_PLACEMENTS];
-            pl->key = keys[i];
-            pl->slot = (uint32_t) slot;
-            sh->placements_head = head + 1;
-
-            if (head + 1 - sh->placements_tail > NGX_LLMD_PLACEMENTS) {
-                sh->placements_tail = head + 1 - NGX_LLMD_PLACEMENTS;
-            }
+            ngx_llmd_zone_share(sh, keys[i], slot);
         }
     }
 
