@@ -95,6 +95,8 @@ typedef struct {
     ngx_atomic_t        inflight_tokens;    /* prompt + max_tokens of those */
     ngx_atomic_t        inflight_uncached;  /* their prompt tokens not cached */
     ngx_atomic_t        inflight_work;      /* uncached + max_tokens of those */
+    ngx_atomic_t        prefilling;         /* inflight_uncached of those not
+                                               answered yet: prefill ahead */
     ngx_atomic_t        picks;
     ngx_atomic_t        affinity_picks;
     ngx_atomic_t        balance_picks;
@@ -432,6 +434,11 @@ typedef struct {
     ngx_int_t           pd_slot;            /* the prefill worker */
     uint64_t            pd_tokens;          /* in its pd_inflight_tokens */
 
+    /* the decode peer's prefilling share of this request, until it answers */
+    ngx_llmd_srv_conf_t *prefill_conf;
+    ngx_int_t           prefill_slot;
+    uint64_t            prefill_tokens;
+
     /* the model it asks for (or the fleet's only one), as zone hash; its
      * prefix keys are salted with it, so models never share an entry */
     uint64_t            model_hash;
@@ -492,6 +499,7 @@ ngx_llmd_since(ngx_msec_t then)
 }
 
 /* ngx_llmd_balancer.c */
+void ngx_llmd_prefill_release(ngx_llmd_ctx_t *ctx);
 ngx_int_t ngx_llmd_init_upstream(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us);
 ngx_int_t ngx_llmd_preview(ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf,

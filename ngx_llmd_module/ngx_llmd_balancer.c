@@ -510,6 +510,12 @@ ngx_llmd_count_pick(ngx_llmd_peer_data_t *lp, ngx_llmd_cand_t *cd,
     lp->work = lp->uncached + lp->output;
     (void) ngx_atomic_fetch_add(&sp->inflight_uncached, lp->uncached);
     (void) ngx_atomic_fetch_add(&sp->inflight_work, lp->work);
+
+    /* a retry's earlier try was released by free_peer */
+    ctx->prefill_conf = conf;
+    ctx->prefill_slot = cd->slot;
+    ctx->prefill_tokens = lp->uncached;
+    (void) ngx_atomic_fetch_add(&sp->prefilling, lp->uncached);
     (void) ngx_atomic_fetch_add(&sp->inflight, 1);
     (void) ngx_atomic_fetch_add(&sp->inflight_tokens, lp->tokens);
     (void) ngx_atomic_fetch_add(&sp->picks, 1);
@@ -641,6 +647,26 @@ ngx_llmd_observed_ttft(ngx_llmd_peer_data_t *lp, double *ms)
 }
 
 
+/* The decode peer answered (or failed): its prefill of this request is
+ * no longer ahead of the next one. */
+void
+ngx_llmd_prefill_release(ngx_llmd_ctx_t *ctx)
+{
+    ngx_llmd_peer_t  *pr;
+
+    if (ctx == NULL || ctx->prefill_conf == NULL) {
+        return;
+    }
+
+    pr = &ctx->prefill_conf->sh->peers[ctx->prefill_slot];
+
+    (void) ngx_atomic_fetch_add(&pr->prefilling,
+                                -(ngx_atomic_int_t) ctx->prefill_tokens);
+    ctx->prefill_conf = NULL;
+    ctx->prefill_tokens = 0;
+}
+
+
 static void
 ngx_llmd_free_peer(ngx_peer_connection_t *pc, void *data, ngx_uint_t state)
 {
@@ -655,6 +681,9 @@ ngx_llmd_free_peer(ngx_peer_connection_t *pc, void *data, ngx_uint_t state)
 
     slot = lp->slot;
     sp = slot >= 0 ? &lp->conf->sh->peers[slot] : NULL;
+
+    /* no answer (a failed try, or one that never got a header) */
+    ngx_llmd_prefill_release(lp->ctx);
 
     if (sp) {
         (void) ngx_atomic_fetch_add(&sp->inflight, -1);

@@ -234,8 +234,10 @@ ngx_llmd_header_filter(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_llmd_module);
 
     if (ctx) {
-        /* the decode worker answers after the prefill and the transfer */
+        /* the decode worker answers after the prefill and the transfer;
+         * a streaming answer's header comes with its first token */
         ngx_llmd_pd_release(ctx);
+        ngx_llmd_prefill_release(ctx);
     }
 
     if (ctx && llcf->debug_headers) {

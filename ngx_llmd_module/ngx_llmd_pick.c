@@ -132,6 +132,14 @@ ngx_llmd_cand_work(ngx_llmd_shctx_t *sh, ngx_llmd_cand_t *cd)
 }
 
 
+/* Prefill this gateway sent a candidate's peer, not answered yet. */
+static ngx_uint_t
+ngx_llmd_cand_prefilling(ngx_llmd_shctx_t *sh, ngx_llmd_cand_t *cd)
+{
+    return cd->slot >= 0 ? sh->peers[cd->slot].prefilling : 0;
+}
+
+
 /*
  * Prediction: among the candidates predicted to meet llmd_slo, the one
  * holding the most of the prompt, unless its predicted TTFT is worse than
@@ -161,13 +169,17 @@ ngx_llmd_slo_met(ngx_llmd_srv_conf_t *conf, ngx_llmd_cand_t *cd)
 
 
 /* Among the candidates about as fast as the fastest (and meeting the SLO
- * when slo is set): the longest match, then the least work in flight. */
+ * when slo is set): the longest match, then the least prefill this gateway
+ * sent that has not been answered, then the least work in flight.  The
+ * prediction sees a worker's queue only at its next heartbeat; a request
+ * sent to a worker whose last one is still prefilling waits for it, the
+ * collision round-robin avoids by turns (bench/results/uniform). */
 static ngx_uint_t
 ngx_llmd_pick_near(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
     ngx_uint_t start, ngx_uint_t fast, ngx_uint_t slo)
 {
     double             tol;
-    ngx_uint_t         k, c, near, load, nload;
+    ngx_uint_t         k, c, near, load, nload, pre, npre;
     ngx_llmd_cand_t   *cd;
     ngx_llmd_shctx_t  *sh;
 
@@ -177,6 +189,7 @@ ngx_llmd_pick_near(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
                   lp->cand[fast].itl * NGX_LLMD_PREDICT_TOLERANCE_STEPS);
     near = fast;
     nload = ngx_llmd_cand_work(sh, &lp->cand[fast]);
+    npre = ngx_llmd_cand_prefilling(sh, &lp->cand[fast]);
 
     for (k = 0; k < ncand; k++) {
         c = (start + k) % ncand;
@@ -189,12 +202,15 @@ ngx_llmd_pick_near(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
         }
 
         load = ngx_llmd_cand_work(sh, cd);
+        pre = ngx_llmd_cand_prefilling(sh, cd);
 
         if (cd->match > lp->cand[near].match
-            || (cd->match == lp->cand[near].match && load < nload))
+            || (cd->match == lp->cand[near].match
+                && (pre < npre || (pre == npre && load < nload))))
         {
             near = c;
             nload = load;
+            npre = pre;
         }
     }
 
@@ -294,7 +310,9 @@ ngx_llmd_pick_predicted(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
  * The load term is the work in flight: prompt tokens the peer did not hold
  * when picked, plus max_tokens.  A long conversation's next turn costs its
  * worker little more than its new message, and a short request queued
- * behind a cold long prompt waits for all of it.
+ * behind a cold long prompt waits for all of it.  Prompt tokens this
+ * gateway sent that the peer has not answered yet count twice: the next
+ * request waits for that prefill first (bench/results/uniform).
  */
 ngx_uint_t
 ngx_llmd_pick_scored(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
@@ -320,7 +338,8 @@ ngx_llmd_pick_scored(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
         if (cd->slot >= 0) {
             sp = &sh->peers[cd->slot];
             max_tokens = ngx_max(max_tokens,
-                                 (sp->inflight_work + sp->remote_work)
+                                 (sp->inflight_work + sp->remote_work
+                                  + sp->prefilling)
                                  / cd->weight);
         }
     }
@@ -347,7 +366,8 @@ ngx_llmd_pick_scored(ngx_llmd_peer_data_t *lp, ngx_uint_t ncand,
         if (max_tokens && cd->slot >= 0) {
             sp = &sh->peers[cd->slot];
             score -= (ngx_int_t) ((uint64_t) conf->load_weight
-                                  * ((sp->inflight_work + sp->remote_work)
+                                  * ((sp->inflight_work + sp->remote_work
+                                      + sp->prefilling)
                                      / cd->weight)
                                   / max_tokens);
         }

@@ -4,7 +4,8 @@
  *
  *   predicted TTFT = wait for a batch slot
  *                  + (queued prefill tokens + tokens picked for it since
- *                     that heartbeat + this request's uncached tokens)
+ *                     that heartbeat, or the unanswered prefill this
+ *                     gateway sent it if more, + this request's uncached)
  *                    / measured prefill tokens per second
  *                  + one step with the batch it joins + calibration
  *   predicted ITL  = decode step base + per-sequence cost x batch it joins
@@ -142,7 +143,7 @@ ngx_llmd_predict(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
     double *itl, uint64_t *uncached, double *correction)
 {
     double            t, r, batch, seqs, over, step, wait;
-    uint64_t          u;
+    uint64_t          u, ahead;
     ngx_llmd_peer_t  *p;
 
     p = &conf->sh->peers[slot];
@@ -170,12 +171,16 @@ ngx_llmd_predict(ngx_llmd_srv_conf_t *conf, ngx_int_t slot,
                * step / (double) p->max_batch;
     }
 
+    /* the prefill ahead of it: the worker's queue at its last heartbeat
+     * and what was picked for it since, or, when more, what this gateway
+     * sent it that it has not answered (a heartbeat can come before the
+     * worker has read a request, and forget it) */
+    ahead = ngx_max((uint64_t) (p->queued_prefill_tokens + p->pending_tokens),
+                    (uint64_t) p->prefilling);
+
     /* the slot, the prefill work ahead of it and its own, then the step
      * that emits the first token, shared with that batch */
-    t = wait
-        + (double) (p->queued_prefill_tokens + p->pending_tokens + u)
-          / p->prefill_tps * 1000.0
-        + *itl;
+    t = wait + (double) (ahead + u) / p->prefill_tps * 1000.0 + *itl;
 
     /* the calibration corrects a bias, it must not become the prediction:
      * a few slow requests would otherwise make a peer look slow for good */

@@ -127,7 +127,8 @@ ngx_llmd_status_json_peer(u_char *p, ngx_llmd_srv_conf_t *conf, ngx_uint_t i)
 
     p = ngx_sprintf(p, "%s{\"name\":\"%*s\",\"source\":\"%s\","
                     "\"inflight\":%uA,\"inflight_tokens\":%uA,"
-                    "\"inflight_work\":%uA,\"remote_inflight\":%uA,\"picks\":%uA,"
+                    "\"inflight_work\":%uA,\"prefilling_tokens\":%uA,"
+                    "\"remote_inflight\":%uA,\"picks\":%uA,"
                     "\"affinity_picks\":%uA,\"home_picks\":%uA,"
                     "\"balance_picks\":%uA,"
                     "\"predicted_picks\":%uA,\"failures\":%uA,"
@@ -136,7 +137,7 @@ ngx_llmd_status_json_peer(u_char *p, ngx_llmd_srv_conf_t *conf, ngx_uint_t i)
                     i ? "," : "", pr->name_len, pr->name,
                     pr->dynamic ? "discovered" : "server",
                     pr->inflight, pr->inflight_tokens, pr->inflight_work,
-                    pr->remote_inflight, pr->picks, pr->affinity_picks,
+                    pr->prefilling, pr->remote_inflight, pr->picks, pr->affinity_picks,
                     pr->home_picks, pr->balance_picks, pr->predicted_picks, pr->failures,
                     ngx_llmd_ratio(pr->prefix_hit_blocks,
                                    pr->prefix_blocks),
