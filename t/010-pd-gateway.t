@@ -69,31 +69,15 @@ sub echoed {
 # a decode worker that answers after $delay seconds
 sub slow_backend {
     my ($port, $delay) = @_;
-    my $l = IO::Socket::INET->new(Listen => 16, LocalAddr => "127.0.0.1:$port",
-                                  ReuseAddr => 1) or die "listen: $!";
-    my $pid = fork();
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        $SIG{CHLD} = 'IGNORE';
-        while (my $c = $l->accept) {
-            next if fork();
-            my $head = '';
-            $head .= $_ while defined($_ = <$c>) && $_ ne "\r\n";
-            my ($len) = $head =~ /^content-length:\s*(\d+)/mi;
-            read($c, my $body, $len || 0);
-            my ($peer) = $head =~ /^x-llmd-prefill-peer:\s*(\S+)/mi;
-            my ($tid) = $head =~ /^x-llmd-transfer-id:\s*(\S+)/mi;
-            sleep $delay;
-            my $out = "port=$port peer=" . ($peer // '') . " tid=" . ($tid // '') . "\n";
-            print $c "HTTP/1.1 200 OK\r\nContent-Length: " . length($out)
-                     . "\r\nConnection: close\r\n\r\n$out";
-            close $c;
-            POSIX::_exit(0);
-        }
-        POSIX::_exit(0);
-    }
-    close $l;
-    return $pid;
+    return scripted_backend($port, sub {
+        my ($c, $head) = @_;
+        my ($peer) = $head =~ /^x-llmd-prefill-peer:\s*(\S+)/mi;
+        my ($tid) = $head =~ /^x-llmd-transfer-id:\s*(\S+)/mi;
+        sleep $delay;
+        my $out = "port=$port peer=" . ($peer // '') . " tid=" . ($tid // '') . "\n";
+        print $c "HTTP/1.1 200 OK\r\nContent-Length: " . length($out)
+                 . "\r\nConnection: close\r\n\r\n$out";
+    });
 }
 
 my ($pd1, $pd2) = (rand_port(1), rand_port(2));

@@ -9,7 +9,6 @@ use lib 't/lib';
 use Test::LLMD;
 use Test::More;
 use JSON::PP;
-use IO::Socket::INET;
 use POSIX ();
 use Time::HiRes qw(sleep time);
 
@@ -18,37 +17,18 @@ use Time::HiRes qw(sleep time);
 # up without an answer (hang-up)
 sub slow_worker {
     my ($port, $delay) = @_;
-    my $l = IO::Socket::INET->new(Listen => 16, LocalAddr => "127.0.0.1:$port",
-                                  ReuseAddr => 1) or die "listen: $!";
-    my $pid = fork();
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        $SIG{CHLD} = 'IGNORE';
-        while (my $c = $l->accept) {
-            next if fork();
-            my $head = '';
-            $head .= $_ while defined($_ = <$c>) && $_ ne "\r\n";
-            my ($len) = $head =~ /^content-length:\s*(\d+)/mi;
-            read($c, my $body, $len || 0);
-            my ($mode) = $body =~ /"prompt":"(\S+)/;
-            if ($mode eq 'hang-up') {
-                close $c;
-                POSIX::_exit(0);
-            }
-            sleep $delay if $mode eq 'hold-header';
-            print $c "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                     . "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
-            $c->flush;
-            sleep $delay if $mode eq 'hold-body';
-            my $out = "data: {\"done\":true}\n\n";
-            printf $c "%x\r\n%s\r\n0\r\n\r\n", length $out, $out;
-            close $c;
-            POSIX::_exit(0);
-        }
-        POSIX::_exit(0);
-    }
-    close $l;
-    return $pid;
+    return scripted_backend($port, sub {
+        my ($c, $head, $body) = @_;
+        my ($mode) = $body =~ /"prompt":"(\S+)/;
+        return if $mode eq 'hang-up';
+        sleep $delay if $mode eq 'hold-header';
+        print $c "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                 . "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+        $c->flush;
+        sleep $delay if $mode eq 'hold-body';
+        my $out = "data: {\"done\":true}\n\n";
+        printf $c "%x\r\n%s\r\n0\r\n\r\n", length $out, $out;
+    });
 }
 
 sub peer {

@@ -41,7 +41,7 @@ our @EXPORT = qw(run_tests repeat_each workers no_shuffle server_port
                  rand_port nginx_start nginx_request nginx_reload nginx_stop
                  error_log_text servroot sanitizer_report redis_start
                  redis_stop redis_cmd prefix_keys worker_heartbeat
-                 gateway_locations discovered_fleet);
+                 gateway_locations discovered_fleet scripted_backend);
 
 $SIG{PIPE} = 'IGNORE';
 
@@ -133,6 +133,33 @@ sub worker_heartbeat () {
              hit => 0, ev => 1, %o);
     redis_cmd('HSET', 'llmd:default:hb', $o{id},
               Data::MessagePack->new->prefer_integer->pack(\%h));
+}
+
+# An HTTP server on 127.0.0.1:PORT in a forked process, one child per
+# connection: $answer->($socket, $head, $body) writes the response (or does
+# not).  Returns its pid, for kill 'TERM'.
+sub scripted_backend () {
+    my ($port, $answer) = @_;
+    my $l = IO::Socket::INET->new(Listen => 16, LocalAddr => "127.0.0.1:$port",
+                                  ReuseAddr => 1) or die "listen: $!";
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        $SIG{CHLD} = 'IGNORE';
+        while (my $c = $l->accept) {
+            next if fork();
+            my $head = '';
+            $head .= $_ while defined($_ = <$c>) && $_ ne "\r\n";
+            my ($len) = $head =~ /^content-length:\s*(\d+)/mi;
+            read($c, my $body, $len || 0);
+            $answer->($c, $head, $body);
+            close $c;
+            POSIX::_exit(0);
+        }
+        POSIX::_exit(0);
+    }
+    close $l;
+    return $pid;
 }
 
 # The gateway's server block of the fleet-state tests: the OpenAI API on
