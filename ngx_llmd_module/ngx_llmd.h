@@ -362,6 +362,7 @@ typedef struct {
     ngx_uint_t          queue_size;         /* per priority */
     ngx_msec_t          queue_timeout;
     ngx_flag_t          queue_displace;
+    ngx_uint_t          queue_reserve;      /* room kept for priority > 0 */
     ngx_uint_t          sat_inflight;       /* 0: the heartbeat's max_batch */
     ngx_uint_t          sat_kv;             /* percent of KV blocks */
     void              **waiters;            /* this process's, by entry */

@@ -374,7 +374,9 @@ ngx_llmd_flow_admit(ngx_http_request_t *r, ngx_llmd_srv_conf_t *conf,
     room = ngx_llmd_flow_room(conf, ctx->model_hash);
     sh->saturated = (room == 0);
 
-    if (room && !ngx_llmd_flow_ahead(sh, ctx->priority, ctx->model_hash)) {
+    if (ngx_llmd_flow_fits(conf, room, ctx->priority)
+        && !ngx_llmd_flow_ahead(sh, ctx->priority, ctx->model_hash))
+    {
         ngx_llmd_flow_grant(sh, ctx->model_hash, 0);
         ctx->flow_reserved = 1;
         ctx->flow_done = 1;
@@ -608,7 +610,7 @@ ngx_llmd_flow_init_upstream(ngx_conf_t *cf, ngx_llmd_srv_conf_t *conf)
 }
 
 
-/* llmd_queue [size=N] [timeout=time] [displace]; */
+/* llmd_queue [size=N] [timeout=time] [reserve=N] [displace]; */
 char *
 ngx_llmd_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -628,6 +630,7 @@ ngx_llmd_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     lcf->queue_size = 100;
     lcf->queue_timeout = 30000;
     lcf->queue_displace = 0;
+    lcf->queue_reserve = 0;
 
     for (i = 1; i < cf->args->nelts; i++) {
 
@@ -649,6 +652,15 @@ ngx_llmd_queue_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             {
                 goto invalid;
             }
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "reserve=", 8) == 0) {
+            n = ngx_atoi(value[i].data + 8, value[i].len - 8);
+            if (n == NGX_ERROR || n > 65536) {
+                goto invalid;
+            }
+            lcf->queue_reserve = n;
             continue;
         }
 

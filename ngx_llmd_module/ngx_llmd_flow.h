@@ -26,6 +26,8 @@ typedef struct {
 
 /* ngx_llmd_queue.c, with the zone locked */
 ngx_uint_t ngx_llmd_flow_room(ngx_llmd_srv_conf_t *conf, uint64_t model);
+ngx_uint_t ngx_llmd_flow_fits(ngx_llmd_srv_conf_t *conf, ngx_uint_t room,
+    ngx_int_t priority);
 void ngx_llmd_flow_count(ngx_llmd_srv_conf_t *conf, ngx_llmd_ctx_t *ctx,
     ngx_uint_t outcome);
 ngx_uint_t ngx_llmd_flow_id(ngx_llmd_shctx_t *sh, ngx_str_t *name);

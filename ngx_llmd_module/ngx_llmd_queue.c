@@ -249,6 +249,24 @@ ngx_llmd_flow_room(ngx_llmd_srv_conf_t *conf, uint64_t model)
 }
 
 
+/*
+ * Whether the room lets a request of this priority go: llmd_queue reserve=
+ * keeps the last N of it for priorities above 0, so that an interactive
+ * request finds a batch slot free instead of waiting for a long answer to
+ * end (the gateway cannot preempt what a worker runs).
+ */
+ngx_uint_t
+ngx_llmd_flow_fits(ngx_llmd_srv_conf_t *conf, ngx_uint_t room,
+    ngx_int_t priority)
+{
+    if (room == NGX_LLMD_FLOW_UNBOUNDED) {
+        return 1;
+    }
+
+    return room > (priority > 0 ? 0 : conf->queue_reserve);
+}
+
+
 ngx_uint_t
 ngx_llmd_flow_saturated(ngx_llmd_srv_conf_t *conf, uint64_t model)
 {
@@ -472,7 +490,9 @@ ngx_llmd_flow_dispatch(ngx_llmd_srv_conf_t *conf)
 
             if (m == nmodels && nmodels == NGX_LLMD_FLOW_MODELS) {
                 /* past the cache: asked afresh, sh->granted keeps it true */
-                if (ngx_llmd_flow_room(conf, e->model)) {
+                if (ngx_llmd_flow_fits(conf, ngx_llmd_flow_room(conf, e->model),
+                                       e->priority))
+                {
                     best = i;
                     bm = NGX_LLMD_FLOW_MODELS;
                 }
@@ -485,7 +505,7 @@ ngx_llmd_flow_dispatch(ngx_llmd_srv_conf_t *conf)
                 rooms[m] = ngx_llmd_flow_room(conf, e->model);
             }
 
-            if (rooms[m]) {
+            if (ngx_llmd_flow_fits(conf, rooms[m], e->priority)) {
                 best = i;
                 bm = m;
             }

@@ -322,5 +322,30 @@ END
     section_clean('priority header');
 }
 
+# --- 10. room kept for urgent requests (reserve=): the last slot is not
+# given to priority 0, so an interactive request finds it free
+{
+    my $http = backend(0.6) . upstream("        llmd_queue size=10 timeout=20s reserve=1;\n"
+                                      . "        llmd_saturation inflight=2;\n");
+    is(nginx_start(main_config => $main, http_config => $http, config => $locations),
+       '', 'nginx started');
+
+    my @socks = launch(0.15, ['batch1', "X-Priority: 0\n"], ['batch2', "X-Priority: 0\n"],
+                       ['urgent', "X-Priority: 1\n"]);
+    my $res = collect(15, @socks);
+    is(scalar(grep { $res->{$_}{status} == 200 } keys %$res), 3, 'every request served');
+    my @order = served_order();     # and the logs are written
+    my %adm = map { $_->[0] => $_->[1] } read_log('flow.log');
+    is("$adm{batch1} $adm{batch2} $adm{urgent}", 'admitted queued admitted',
+       'priority 0 takes the first slot and waits for the kept one; priority 1 takes it')
+        or diag join ' ', map { "$_=$adm{$_}" } sort keys %adm;
+    is("@order", 'batch1 urgent batch2', 'the urgent request did not wait for batch1')
+        or diag "@order";
+    my ($b2) = grep { $_->[0] eq 'batch2' } read_log('flow.log');
+    cmp_ok($b2->[2], '>=', 500, "batch2 waited until two slots were free ($b2->[2] ms)");
+    is(flow_of()->{granted}, 0, 'status: no room left reserved');
+    section_clean('reserve');
+}
+
 nginx_stop();
 done_testing();

@@ -49,8 +49,11 @@ CLASSES = {
 }
 
 UPSTREAMS = {
+    # reserve=2: of each model's 16 batch slots (2 workers x max batch 8),
+    # 2 are kept for priority 1, about what the interactive class holds at
+    # the 50% base (40% of requests, a quarter of the batch class's answer)
     "llmd-flow": "llmd;\nllmd_redis unix:REDIS interval=50ms;\n"
-                 "llmd_queue size=1000 timeout=30s displace;\n"
+                 "llmd_queue size=1000 timeout=30s reserve=2 displace;\n"
                  "llmd_saturation inflight=auto;\n",
     "llmd": "llmd;\nllmd_redis unix:REDIS interval=50ms;\n",
     "round-robin": "SERVERS",
