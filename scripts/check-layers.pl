@@ -10,6 +10,7 @@
 use strict;
 use warnings;
 use File::Basename qw(dirname);
+use File::Find;
 use File::Spec;
 
 my $top = File::Spec->rel2abs(dirname($0) . '/..');
@@ -41,9 +42,16 @@ sub layer_of {
     return $best;
 }
 
+# the sources, found on disk: a checkout without git (an archive, a fresh
+# machine) has them too; build folders are not sources
 my @dirs = ('common', 'ngx_llmd_module', 'workers/src', 'workers/tools');
-my @files = grep { /\.(c|h|cu|cuh)$/ }
-            split /\n/, `git ls-files -- @dirs`;
+my @files;
+find({ no_chdir => 1, wanted => sub {
+           $File::Find::prune = 1 if -d && m{/build$};
+           push @files, $_ if -f && /\.(c|h|cu|cuh)$/;
+       } }, grep { -d } @dirs);
+@files = sort @files;
+die "check-layers: no sources under @dirs\n" unless @files;
 
 # where "#include "x"" in $file lands: its own folder first, then the -I
 # folders of its build
