@@ -29,7 +29,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +36,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from routing import MODULE, WORKER, free_port, wait_http, build_info, machine  # noqa: E402
+import routing  # noqa: E402
+from routing import MODULE, free_port, wait_http, build_info, machine  # noqa: E402
 
 MODELS = ["model-a", "model-b"]
 TENANTS = [("heavy", 5), ("t2", 1), ("t3", 1)]
@@ -97,57 +97,12 @@ def maxmin_shares(demand, capacity):
     return share
 
 
-class Fleet:
-    def __init__(self, args, work):
-        self.args, self.work = args, work
-        self.redis = os.path.join(work, "redis.sock")
-        self.procs, self.workers, self.ports = [], [], []
+class Fleet(routing.Fleet):
+    """routing.py's fleet, serving two models: half the workers each, with
+    the sim's own KV size."""
 
-    def start(self):
-        self.procs.append(subprocess.Popen(
-            ["redis-server", "--port", "0", "--unixsocket", self.redis,
-             "--unixsocketperm", "777", "--save", "", "--appendonly", "no",
-             "--dir", self.work], stdout=subprocess.DEVNULL))
-        for _ in range(100):
-            if os.path.exists(self.redis):
-                break
-            time.sleep(0.05)
-        self.start_workers()
-
-    def start_workers(self):
-        a = self.args
-        self.workers = []
-        self.ports = [free_port() for _ in range(a.workers)]
-        for i, port in enumerate(self.ports):
-            log = open(os.path.join(self.work, "worker%d.log" % i), "ab")
-            self.workers.append(subprocess.Popen(
-                [WORKER, "--listen", "127.0.0.1:%d" % port, "--backend", "sim",
-                 "--model-name", MODELS[i % 2], "--sim-profile", a.profile,
-                 "--speed", str(a.speed), "--max-batch", str(a.max_batch),
-                 "--worker-id", "w%d" % i, "--heartbeat-ms", "50",
-                 "--redis", "unix://" + self.redis],
-                stdout=log, stderr=subprocess.STDOUT))
-        for port in self.ports:
-            if not wait_http("http://127.0.0.1:%d/health" % port):
-                raise SystemExit("worker on %d did not start" % port)
-
-    def restart_workers(self):
-        for w in self.workers:
-            w.send_signal(signal.SIGTERM)
-        for w in self.workers:
-            w.wait()
-        subprocess.run(["redis-cli", "-s", self.redis, "FLUSHALL"],
-                       stdout=subprocess.DEVNULL)
-        self.start_workers()
-
-    def stop(self):
-        for p in self.workers + self.procs:
-            p.send_signal(signal.SIGTERM)
-        for p in self.workers + self.procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    def worker_flags(self, i):
+        return ["--model-name", MODELS[i % 2]]
 
 
 class Gateway:

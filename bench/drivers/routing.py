@@ -117,6 +117,10 @@ class Fleet:
             time.sleep(0.05)
         self.start_workers()
 
+    def worker_flags(self, i):
+        """What worker i serves, and with how much KV; the rest is common."""
+        return ["--model-name", "llmd-sim", "--kv-blocks", str(self.args.kv_blocks)]
+
     def start_workers(self):
         a = self.args
         self.workers = []
@@ -125,11 +129,10 @@ class Fleet:
             log = open(os.path.join(self.work, "worker%d.log" % i), "ab")
             self.workers.append(subprocess.Popen(
                 [WORKER, "--listen", "127.0.0.1:%d" % port, "--backend", "sim",
-                 "--model-name", "llmd-sim", "--sim-profile", a.profile,
-                 "--speed", str(a.speed), "--kv-blocks", str(a.kv_blocks),
+                 "--sim-profile", a.profile, "--speed", str(a.speed),
                  "--max-batch", str(a.max_batch),
                  "--worker-id", "w%d" % i, "--heartbeat-ms", "50",
-                 "--redis", "unix://" + self.redis],
+                 "--redis", "unix://" + self.redis] + self.worker_flags(i),
                 stdout=log, stderr=subprocess.STDOUT))
         for port in self.ports:
             if not wait_http("http://127.0.0.1:%d/health" % port):
