@@ -191,12 +191,37 @@ ngx_llmd_variable_text(ngx_http_request_t *r, ngx_http_variable_value_t *v,
 }
 
 
-/* The variables that are numbers, printed into the request's pool. */
+/* The variables that are numbers, printed into the request's pool; only
+ * those known are printed (access logs evaluate them on every request). */
 static ngx_int_t
 ngx_llmd_variable_number(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     ngx_llmd_ctx_t *ctx, uintptr_t data)
 {
     u_char  *p;
+
+    switch (data) {
+    case NGX_LLMD_VAR_PREFIX_HIT:
+    case NGX_LLMD_VAR_PROMPT_BYTES:
+        if (!ctx->inspected) {
+            return NGX_DECLINED;
+        }
+        break;
+    case NGX_LLMD_VAR_PREDICTED_TTFT:
+        if (!ctx->predicted) {
+            return NGX_DECLINED;
+        }
+        break;
+    case NGX_LLMD_VAR_OBSERVED_TTFT:
+        if (!ctx->observed) {
+            return NGX_DECLINED;
+        }
+        break;
+    default: /* NGX_LLMD_VAR_DECISION_US */
+        if (ctx->tries == 0) {
+            return NGX_DECLINED;
+        }
+        break;
+    }
 
     p = ngx_pnalloc(r->pool, 2 * NGX_INT64_LEN + 4);
     if (p == NULL) {
@@ -206,45 +231,26 @@ ngx_llmd_variable_number(ngx_http_request_t *r, ngx_http_variable_value_t *v,
     v->data = p;
 
     switch (data) {
-
     case NGX_LLMD_VAR_PREFIX_HIT:
-        if (!ctx->inspected) {
-            return NGX_DECLINED;
-        }
-        v->len = ngx_sprintf(p, "%ui/%uz", ctx->matched,
-                             ctx->req.prefix.nkeys) - p;
-        return NGX_OK;
-
+        p = ngx_sprintf(p, "%ui/%uz", ctx->matched, ctx->req.prefix.nkeys);
+        break;
+    case NGX_LLMD_VAR_PROMPT_BYTES:
+        p = ngx_sprintf(p, "%uL", (uint64_t) ctx->req.prefix.total_bytes);
+        break;
     case NGX_LLMD_VAR_PREDICTED_TTFT:
-        if (!ctx->predicted) {
-            return NGX_DECLINED;
-        }
-        v->len = ngx_sprintf(p, "%.1f", ctx->predicted_ttft_ms) - p;
-        return NGX_OK;
-
+        p = ngx_sprintf(p, "%.1f", ctx->predicted_ttft_ms);
+        break;
     case NGX_LLMD_VAR_OBSERVED_TTFT:
-        if (!ctx->observed) {
-            return NGX_DECLINED;
-        }
-        v->len = ngx_sprintf(p, "%.1f", ctx->observed_ttft_ms) - p;
-        return NGX_OK;
-
-    case NGX_LLMD_VAR_DECISION_US:
-        if (ctx->tries == 0) {
-            return NGX_DECLINED;
-        }
-        v->len = ngx_sprintf(p, "%.1f", (double) ctx->decision_ns / 1000.0)
-                 - p;
-        return NGX_OK;
-
-    default: /* NGX_LLMD_VAR_PROMPT_BYTES */
-        if (!ctx->inspected) {
-            return NGX_DECLINED;
-        }
-        v->len = ngx_sprintf(p, "%uL", (uint64_t) ctx->req.prefix.total_bytes)
-                 - p;
-        return NGX_OK;
+        p = ngx_sprintf(p, "%.1f", ctx->observed_ttft_ms);
+        break;
+    default:
+        p = ngx_sprintf(p, "%.1f", (double) ctx->decision_ns / 1000.0);
+        break;
     }
+
+    v->len = p - v->data;
+
+    return NGX_OK;
 }
 
 
